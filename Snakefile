@@ -1,0 +1,19 @@
+# lensfinder: strong-lens search in the DESI Legacy Imaging Surveys.
+# The workflow decides what runs where; the lensfinder package decides how.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/mock.smk"
+include: "workflow/rules/select.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

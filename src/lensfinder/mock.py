@@ -1,0 +1,593 @@
+"""A miniature DR10-south Legacy Surveys tree with simulated strong lenses.
+
+``write_mock_survey(root, MockConfig(...))`` writes, under ``root``:
+
+* ``dr10/survey-bricks.fits.gz``: the bricks-table rows around the mock area (real
+  columns and dtypes; the real file holds the whole sky);
+* ``dr10/south/survey-bricks-dr10-south.fits.gz``: lower-case summary of bricks with data;
+* ``dr10/south/sweep/10.1/sweep-*.fits``: 5x5-deg sweeps with all 130 DR10 columns;
+* ``dr10/south/coadd/<AAA>/<brick>/legacysurvey-<brick>-image-{g,r,z}.fits.fz``: float32
+  nanomaggies, RICE-compressed in 100x100 tiles in HDU 1 behind an empty primary, TAN WCS;
+* ``catalogues/known_lenses.{csv,fits}``: part of the lenses plus some grade-C look-alikes;
+* ``truth/lenses.csv`` and ``truth/lookalikes.csv``: every simulated system.
+
+The sky is drawn from ``seed`` alone, so the same config writes identical files.
+Catalogue rows hold exactly the drawn positions, types, shapes and fluxes (observed,
+i.e. after Galactic extinction); the light of lensed arcs is in the images but not in
+any row (the Tractor would model it as residual or extra sources).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import fitsio
+import numpy as np
+
+from . import sky
+from .errors import LensfinderError, atomic_path
+from .survey import (
+    BANDS,
+    BrickGrid,
+    SurveyTree,
+    sweep_box_for,
+    sweep_dtype,
+    sweep_name,
+    sweep_units,
+)
+
+PIXSCALE = 0.262  # arcsec / pixel of the coadds
+# Median DECaLS PSF FWHM [arcsec] and 5-sigma point-source depth of one exposure [AB mag].
+PSF_FWHM = {"g": 1.29, "r": 1.18, "z": 1.11}
+DEPTH_1EXP = {"g": 23.4, "r": 22.8, "z": 21.9}
+# A_X = R_X * E(B-V) (SFD98 coefficients used by legacypipe), for g r i z W1-W4.
+EXTINCTION_R = {"G": 3.214, "R": 2.165, "I": 1.592, "Z": 1.211, "W1": 0.184, "W2": 0.113, "W3": 0.0241, "W4": 0.0091}
+RELEASE_NUMBER = 10000
+TYPE_FRACTIONS = {"SER": 0.49, "DEV": 0.18, "REX": 0.22, "EXP": 0.11}  # DR10 z < 20 non-PSF
+
+
+@dataclass
+class MockConfig:
+    """Size and content of the mock. Counts are per brick unless named otherwise."""
+
+    seed: int = 42
+    ra_center: float = 150.0  # RA 150 is a sweep boundary: the mock straddles two sweeps
+    dec_center: float = 2.0
+    n_bricks_ra: int = 4
+    n_bricks_dec: int = 2
+    image_size: int = 3600
+    galaxies: int = 1000  # field galaxies down to z = 22.5
+    stars: int = 250
+    lenses: int = 12
+    lookalikes: int = 12  # split evenly between blue companions, spirals and rings
+    catalogued_fraction: float = 0.6
+    noise: bool = True
+    mean_exposures: float = 4.0  # mean NOBS per band
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "MockConfig":
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise LensfinderError(f"config key(s) mock.{sorted(unknown)} are not mock settings")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- layout
+def mock_bricks(cfg: MockConfig) -> np.ndarray:
+    """The bricks-table rows of the mock area: n_bricks_dec rows x n_bricks_ra columns."""
+    grid = BrickGrid.build()
+    row0, _ = grid.row_col(cfg.ra_center, cfg.dec_center)
+    rows = []
+    for r in range(int(row0) - (cfg.n_bricks_dec - 1) // 2, int(row0) + cfg.n_bricks_dec // 2 + 1):
+        _, c = grid.row_col(cfg.ra_center, -90 + 0.25 * r)
+        cols = np.arange(int(c) - cfg.n_bricks_ra // 2, int(c) + (cfg.n_bricks_ra + 1) // 2)
+        rows.append(grid.bricks(np.full(len(cols), r), cols))
+    return np.concatenate(rows)
+
+
+def planned_sweeps(cfg: MockConfig) -> list[str]:
+    """Names of the sweep files the mock writes (every 5x5 cell that its bricks touch)."""
+    names = set()
+    for b in mock_bricks(cfg):
+        for ra in (b["RA1"], b["RA2"] - 1e-9):
+            for dec in (b["DEC1"], b["DEC2"] - 1e-9):
+                box = sweep_box_for(ra, dec, "dr10")
+                names.add(sweep_name(box.ra_min, box.dec_min, box.ra_max, box.dec_max))
+    return sorted(names)
+
+
+def planned_files(root, cfg: MockConfig) -> dict:
+    """Every file the mock writes, grouped: bricks, sweeps, coadds, catalogues, truth."""
+    tree = SurveyTree(root, "dr10", "south")
+    root = Path(root)
+    return {
+        "bricks": [str(tree.bricks_path), str(tree.region_dir / "survey-bricks-dr10-south.fits.gz")],
+        "sweeps": [str(tree.sweep_path(n)) for n in planned_sweeps(cfg)],
+        "coadds": [
+            str(tree.coadd_path(b["BRICKNAME"].decode(), band)) for b in mock_bricks(cfg) for band in BANDS
+        ],
+        "catalogues": [str(root / "catalogues/known_lenses.csv"), str(root / "catalogues/known_lenses.fits")],
+        "truth": [str(root / "truth/lenses.csv"), str(root / "truth/lookalikes.csv")],
+    }
+
+
+# ----------------------------------------------------------------------------- sky
+@dataclass
+class Source:
+    """A catalogue row to be: Tractor type, shape and its light components."""
+
+    ra: float
+    dec: float
+    type: str
+    flux: np.ndarray  # observed nanomaggies g, r, z
+    shape_r: float = 0.0
+    e1: float = 0.0
+    e2: float = 0.0
+    sersic: float = 0.0
+    components: list = field(default_factory=list)
+    kind: str = "field"
+
+
+def _mag_to_flux(mag):
+    return 10 ** (-0.4 * (np.asarray(mag) - 22.5))
+
+
+def _colours(rng, red: bool):
+    if red:
+        return rng.normal(1.45, 0.15), rng.normal(0.85, 0.10)
+    return rng.normal(0.6, 0.2), rng.normal(0.45, 0.15)
+
+
+def _fluxes_from_z(zmag, g_r, r_z, transmission):
+    mags = np.array([zmag + r_z + g_r, zmag + r_z, zmag])
+    return _mag_to_flux(mags) * transmission
+
+
+def _galaxy(rng, ra, dec, zmag, gtype, transmission, red=None, size_scale=1.0) -> Source:
+    if red is None:
+        red = gtype == "DEV" or (gtype == "SER" and rng.random() < 0.6)
+    g_r, r_z = _colours(rng, red)
+    flux = _fluxes_from_z(zmag, g_r, r_z, transmission)
+    median_re = {"REX": 0.5, "DEV": 1.0, "EXP": 1.3, "SER": 1.2}[gtype] * 10 ** (-0.15 * (zmag - 19.0))
+    r_e = float(np.clip(median_re * 10 ** rng.normal(0, 0.2) * size_scale, 0.15, 8.0))
+    if gtype == "REX":
+        e1 = e2 = 0.0
+    else:
+        emax = 0.35 if gtype == "DEV" else 0.6
+        e, phi = rng.uniform(0, emax), rng.uniform(0, np.pi)
+        e1, e2 = e * np.cos(2 * phi), e * np.sin(2 * phi)
+    n = {"REX": 1.0, "EXP": 1.0, "DEV": 4.0}.get(gtype) or float(rng.uniform(0.6, 5.5))
+    comp = sky.Component(ra, dec, flux, sky.sersic_shape(r_e, n, e1, e2), extent=min(6 * r_e, 25.0),
+                         oversample=5 if r_e < 1.0 else 3)
+    return Source(ra, dec, gtype, flux, r_e, e1, e2, n, [comp])
+
+
+def _offset(ra, dec, east, north):
+    """Position [deg] offset by (east, north) arcsec from (ra, dec)."""
+    return ra + east / 3600.0 / math.cos(math.radians(dec)), dec + north / 3600.0
+
+
+class MockSky:
+    """The drawn sky: sources (catalogue rows), lens and look-alike truth, exposure map."""
+
+    def __init__(self, cfg: MockConfig):
+        self.cfg = cfg
+        self.rng = np.random.default_rng(cfg.seed)
+        self.bricks = mock_bricks(cfg)
+        self.sources: list[Source] = []
+        self.lenses: list[dict] = []
+        self.lookalikes: list[dict] = []
+        self._draw_exposures()
+        self._draw_sky()
+
+    # -- survey conditions
+    def _draw_exposures(self):
+        """Per band, random 0.35-deg square exposure footprints: NOBS = how many cover a point."""
+        b = self.bricks
+        pad = 0.2
+        self.area = (b["RA1"].min() - pad, b["RA2"].max() + pad, b["DEC1"].min() - pad, b["DEC2"].max() + pad)
+        ra0, ra1, d0, d1 = self.area
+        size = 0.35
+        n = int(math.ceil(self.cfg.mean_exposures * (ra1 - ra0 + size) * (d1 - d0 + size) / size**2))
+        self.exposures = {}
+        for band in BANDS:
+            cra = self.rng.uniform(ra0 - size / 2, ra1 + size / 2, n)
+            cdec = self.rng.uniform(d0 - size / 2, d1 + size / 2, n)
+            self.exposures[band] = np.stack([cra - size / 2, cra + size / 2, cdec - size / 2, cdec + size / 2], 1)
+        # per-brick seeing: +-8% around the survey median
+        self.psf = {
+            int(br["BRICKID"]): {band: PSF_FWHM[band] * float(self.rng.uniform(0.92, 1.08)) for band in BANDS}
+            for br in self.bricks
+        }
+
+    def nobs(self, band, ra, dec):
+        ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+        e = self.exposures[band]
+        inside = (
+            (ra[..., None] >= e[:, 0]) & (ra[..., None] < e[:, 1]) & (dec[..., None] >= e[:, 2]) & (dec[..., None] < e[:, 3])
+        )
+        return inside.sum(-1).astype(np.int16)
+
+    def nobs_map(self, band, wcs, shape):
+        """NOBS on an image grid (separable in RA and Dec: exposures are RA/Dec boxes)."""
+        h, w = shape
+        ra_x, _ = wcs.all_pix2world(np.arange(w), np.full(w, (h - 1) / 2), 0)
+        _, dec_y = wcs.all_pix2world(np.full(h, (w - 1) / 2), np.arange(h), 0)
+        e = self.exposures[band]
+        in_x = (ra_x[:, None] >= e[:, 0]) & (ra_x[:, None] < e[:, 1])  # (w, n)
+        in_y = (dec_y[:, None] >= e[:, 2]) & (dec_y[:, None] < e[:, 3])  # (h, n)
+        return (in_y.astype(np.int16) @ in_x.T.astype(np.int16)).astype(np.int16)
+
+    @staticmethod
+    def ebv(ra, dec):
+        """A smooth mock E(B-V) field [mag], 0.02-0.06."""
+        return 0.04 + 0.02 * np.sin(np.radians(ra) * 40.0) * np.cos(np.radians(dec) * 30.0)
+
+    def transmission(self, ra, dec):
+        ebv = self.ebv(ra, dec)
+        return np.array([10 ** (-EXTINCTION_R[b.upper()] * ebv / 2.5) for b in BANDS])
+
+    # -- populations
+    def _random_position(self, margin_arcsec=0.0):
+        br = self.bricks[self.rng.integers(len(self.bricks))]
+        m = margin_arcsec / 3600.0
+        ra = self.rng.uniform(br["RA1"] + m, br["RA2"] - m)
+        dec = self.rng.uniform(br["DEC1"] + m, br["DEC2"] - m)
+        return float(ra), float(dec)
+
+    def _draw_type(self):
+        types, p = zip(*TYPE_FRACTIONS.items())
+        return str(self.rng.choice(types, p=np.array(p) / sum(p)))
+
+    def _draw_sky(self):
+        cfg, rng = self.cfg, self.rng
+        nb = len(self.bricks)
+        # Field galaxies: dN/dm ~ 10^(0.3 m) for 14.5 < z < 22.5 (inverse-CDF draw).
+        u = rng.random(cfg.galaxies * nb)
+        lo, hi = 10 ** (0.3 * 14.5), 10 ** (0.3 * 22.5)
+        zmags = np.log10(lo + u * (hi - lo)) / 0.3
+        for zmag in zmags:
+            ra, dec = self._random_position()
+            self.sources.append(_galaxy(rng, ra, dec, zmag, self._draw_type(), self.transmission(ra, dec)))
+        # Stars: PSF sources, 14 < z < 22.
+        for _ in range(cfg.stars * nb):
+            ra, dec = self._random_position()
+            zmag = rng.uniform(14.0, 22.0)
+            g_r, r_z = float(np.clip(rng.normal(0.9, 0.4), -0.3, 1.8)), float(np.clip(rng.normal(0.4, 0.3), -0.3, 1.5))
+            flux = _fluxes_from_z(zmag, g_r, r_z, self.transmission(ra, dec))
+            self.sources.append(Source(ra, dec, "PSF", flux, components=[sky.Component(ra, dec, flux, None)]))
+        # Bright galaxies at the brick corners (cutouts there cross brick edges).
+        for br in self.bricks:
+            for cra, cdec in ((br["RA1"], br["DEC1"]), (br["RA2"], br["DEC2"]), (br["RA1"], br["DEC2"]), (br["RA2"], br["DEC1"])):
+                east = rng.uniform(0.5, 4.0) * (1 if cra == br["RA1"] else -1)
+                north = rng.uniform(0.5, 4.0) * (1 if cdec == br["DEC1"] else -1)
+                ra, dec = _offset(float(cra), float(cdec), east, north)
+                src = _galaxy(rng, ra, dec, rng.uniform(17.5, 19.5), self._draw_type(), self.transmission(ra, dec))
+                src.kind = "corner"
+                self.sources.append(src)
+        for i in range(cfg.lenses * nb):
+            self._add_lens(i)
+        kinds = ("companion", "spiral", "ring")
+        for i in range(cfg.lookalikes * nb):
+            getattr(self, f"_add_{kinds[i % 3]}")(i)
+
+    def _add_lens(self, i):
+        rng = self.rng
+        ra, dec = self._random_position(margin_arcsec=2.0)
+        trans = self.transmission(ra, dec)
+        gtype = "DEV" if rng.random() < 0.5 else "SER"
+        defl = _galaxy(rng, ra, dec, rng.uniform(17.0, 19.5), gtype, trans, red=True, size_scale=1.3)
+        defl.kind = "lens"
+        theta_e = float(rng.uniform(1.0, 3.0))
+        q_e = rng.uniform(0.0, 0.3)
+        phi = rng.uniform(0, np.pi)
+        shear = rng.uniform(0.0, 0.08)
+        sphi = rng.uniform(0, np.pi)
+        beta = theta_e * 0.6 * math.sqrt(rng.random())
+        bphi = rng.uniform(0, 2 * np.pi)
+        src_off = (beta * math.cos(bphi), beta * math.sin(bphi))
+        src_re = float(rng.uniform(0.15, 0.5))
+        se, sphi2 = rng.uniform(0, 0.4), rng.uniform(0, np.pi)
+        src_g = float(rng.uniform(21.0, 23.0))
+        g_r, r_z = rng.normal(0.25, 0.1), rng.normal(0.2, 0.1)
+        src_flux = _mag_to_flux(np.array([src_g, src_g - g_r, src_g - g_r - r_z])) * trans
+        shape = sky.lensed_shape(
+            theta_e, q_e * math.cos(2 * phi), q_e * math.sin(2 * phi), shear * math.cos(2 * sphi),
+            shear * math.sin(2 * sphi), src_off, src_re, 1.0, se * math.cos(2 * sphi2), se * math.sin(2 * sphi2),
+        )
+        arc = sky.Component(ra, dec, src_flux, shape, extent=theta_e + 2.5, absolute=True, oversample=4)
+        defl.components.append(arc)
+        self.sources.append(defl)
+        self.lenses.append(
+            {
+                "lens_id": f"L{i:04d}", "ra": ra, "dec": dec, "theta_e": theta_e, "sie_e": q_e,
+                "shear": shear, "source_r_e": src_re, "source_mag_g": src_g,
+                "source_flux_g": src_flux[0], "source_flux_r": src_flux[1], "source_flux_z": src_flux[2],
+                "_source": defl, "_arc": arc,
+            }
+        )
+
+    def _add_companion(self, i):
+        rng = self.rng
+        ra, dec = self._random_position(margin_arcsec=5.0)
+        host = _galaxy(rng, ra, dec, rng.uniform(17.5, 19.5), "DEV", self.transmission(ra, dec), red=True)
+        sep, pa = rng.uniform(1.5, 4.0), rng.uniform(0, 2 * np.pi)
+        cra, cdec = _offset(ra, dec, sep * math.sin(pa), sep * math.cos(pa))
+        comp = _galaxy(rng, cra, cdec, rng.uniform(20.5, 21.5), "REX", self.transmission(cra, cdec), red=False, size_scale=0.6)
+        host.kind, comp.kind = "lookalike", "lookalike_part"
+        self.sources += [host, comp]
+        self.lookalikes.append({"lookalike_id": f"K{i:04d}", "kind": "companion", "ra": ra, "dec": dec, "_source": host})
+
+    def _add_spiral(self, i):
+        rng = self.rng
+        ra, dec = self._random_position(margin_arcsec=5.0)
+        trans = self.transmission(ra, dec)
+        gal = _galaxy(rng, ra, dec, rng.uniform(17.0, 19.0), "EXP", trans, red=False, size_scale=1.8)
+        g_r, r_z = _colours(rng, red=False)
+        z_arms = 22.5 - 2.5 * math.log10(gal.flux[2] / trans[2]) + 1.0  # arms: 1 mag below the disc
+        arm_flux = _fluxes_from_z(z_arms, g_r - 0.2, r_z - 0.1, trans)
+        shape = sky.spiral_shape(max(gal.shape_r, 1.0) / 1.68, rng.uniform(12, 25), 2, gal.e1, gal.e2, rng.uniform(0, 6.28))
+        gal.components.append(sky.Component(ra, dec, arm_flux, shape, extent=6 * max(gal.shape_r, 1.0)))
+        gal.flux = gal.flux + arm_flux
+        gal.kind = "lookalike"
+        self.sources.append(gal)
+        self.lookalikes.append({"lookalike_id": f"K{i:04d}", "kind": "spiral", "ra": ra, "dec": dec, "_source": gal})
+
+    def _add_ring(self, i):
+        rng = self.rng
+        ra, dec = self._random_position(margin_arcsec=5.0)
+        trans = self.transmission(ra, dec)
+        gal = _galaxy(rng, ra, dec, rng.uniform(17.5, 19.5), "DEV", trans, red=True)
+        radius, width = rng.uniform(1.8, 3.5), rng.uniform(0.3, 0.5)
+        g_r, r_z = _colours(rng, red=False)
+        zring = -2.5 * math.log10(gal.flux[2] / trans[2]) + 22.5 + rng.uniform(0.3, 1.2)
+        ring_flux = _fluxes_from_z(zring, g_r, r_z, trans)
+        shape = sky.ring_shape(radius, width, gal.e1 * 0.5, gal.e2 * 0.5, clumps=int(rng.integers(0, 4)), phase=rng.uniform(0, 6.28))
+        gal.components.append(sky.Component(ra, dec, ring_flux, shape, extent=radius + 3 * width))
+        gal.flux = gal.flux + ring_flux
+        gal.kind = "lookalike"
+        self.sources.append(gal)
+        self.lookalikes.append({"lookalike_id": f"K{i:04d}", "kind": "ring", "ra": ra, "dec": dec, "_source": gal})
+
+    def components(self):
+        return [c for s in self.sources for c in s.components]
+
+
+# ----------------------------------------------------------------------------- writing
+def brick_wcs_header(brick, size: int) -> list[dict]:
+    """TAN WCS cards of a coadd centred on the brick centre, legacypipe style."""
+    return [
+        {"name": "CTYPE1", "value": "RA---TAN", "comment": "TANgent plane"},
+        {"name": "CTYPE2", "value": "DEC--TAN", "comment": "TANgent plane"},
+        {"name": "CRVAL1", "value": float(brick["RA"]), "comment": "Reference RA"},
+        {"name": "CRVAL2", "value": float(brick["DEC"]), "comment": "Reference Dec"},
+        {"name": "CRPIX1", "value": size / 2 + 0.5, "comment": "Reference x"},
+        {"name": "CRPIX2", "value": size / 2 + 0.5, "comment": "Reference y"},
+        {"name": "CD1_1", "value": -PIXSCALE / 3600.0, "comment": "CD matrix"},
+        {"name": "CD1_2", "value": 0.0, "comment": "CD matrix"},
+        {"name": "CD2_1", "value": 0.0, "comment": "CD matrix"},
+        {"name": "CD2_2", "value": PIXSCALE / 3600.0, "comment": "CD matrix"},
+        {"name": "EQUINOX", "value": 2000.0, "comment": "Equatorial coordinates definition (yr)"},
+    ]
+
+
+def _wcs_from_cards(cards, size):
+    from astropy.io import fits as afits
+    from astropy.wcs import WCS
+
+    hdr = afits.Header([(c["name"], c["value"]) for c in cards])
+    hdr["NAXIS"], hdr["NAXIS1"], hdr["NAXIS2"] = 2, size, size
+    return WCS(hdr)
+
+
+def _write_bricks(tree: SurveyTree, bricks: np.ndarray, cfg: MockConfig):
+    grid = BrickGrid.build()
+    b = bricks
+    around = grid.bricks_in_box(b["RA1"].min() - 1, b["RA2"].max() + 1, b["DEC1"].min() - 1, b["DEC2"].max() + 1)
+    with atomic_path(tree.bricks_path) as tmp:
+        fitsio.write(str(tmp), around, extname="BRICKS", clobber=True)
+    summary = np.zeros(len(b), dtype=[("brickname", "S8"), ("brickid", ">i4"), ("ra", ">f8"), ("dec", ">f8"),
+                                      ("ra1", ">f8"), ("ra2", ">f8"), ("dec1", ">f8"), ("dec2", ">f8")])
+    for name in summary.dtype.names:
+        summary[name] = b[name.upper()]
+    with atomic_path(tree.region_dir / "survey-bricks-dr10-south.fits.gz") as tmp:
+        fitsio.write(str(tmp), summary, clobber=True)
+
+
+def _render_brick(msky: MockSky, tree: SurveyTree, brick, components, cfg: MockConfig):
+    size = cfg.image_size
+    cards = brick_wcs_header(brick, size)
+    wcs = _wcs_from_cards(cards, size)
+    name = brick["BRICKNAME"].decode()
+    for ib, band in enumerate(BANDS):
+        fwhm = msky.psf[int(brick["BRICKID"])][band]
+        image = sky.render_image(components, wcs, (size, size), fwhm, ib)
+        nobs = msky.nobs_map(band, wcs, (size, size))
+        if cfg.noise:
+            rng = np.random.default_rng([cfg.seed, int(brick["BRICKID"]), ib])
+            sigma1 = _pixel_sigma_1exp(band, fwhm)
+            noise = rng.standard_normal((size, size), dtype=np.float32) * np.float32(sigma1)
+            image += noise / np.sqrt(np.maximum(nobs, 1)).astype(np.float32)
+        image[nobs == 0] = 0.0  # no exposures: no data (legacypipe writes 0)
+        hdr = [
+            {"name": "LSDR", "value": "DR10"}, {"name": "DRVERSIO", "value": RELEASE_NUMBER},
+            {"name": "SURVEY", "value": "DECaLS+BASS+MzLS"}, {"name": "BRICK", "value": name},
+            {"name": "BRICKID", "value": int(brick["BRICKID"])},
+            {"name": "RAMIN", "value": float(brick["RA1"])}, {"name": "RAMAX", "value": float(brick["RA2"])},
+            {"name": "DECMIN", "value": float(brick["DEC1"])}, {"name": "DECMAX", "value": float(brick["DEC2"])},
+            {"name": "CENTRA", "value": float(brick["RA"])}, {"name": "CENTDEC", "value": float(brick["DEC"])},
+            {"name": "BANDS", "value": "grz"}, {"name": "NBANDS", "value": 3},
+            {"name": "BAND0", "value": "g"}, {"name": "BAND1", "value": "r"}, {"name": "BAND2", "value": "z"},
+            *cards,
+            {"name": "FILTERX", "value": band}, {"name": "IMTYPE", "value": "image"},
+            {"name": "PRODTYPE", "value": "image"}, {"name": "MAGZERO", "value": 22.5},
+            {"name": "BUNIT", "value": "nanomaggy"}, {"name": "MOCKPSF", "value": fwhm, "comment": "mock Gaussian PSF FWHM [arcsec]"},
+        ]
+        path = tree.coadd_path(name, band)
+        with atomic_path(path) as tmp:
+            with fitsio.FITS(str(tmp), "rw", clobber=True) as f:
+                f.write(image, header=hdr, compress="RICE", tile_dims=(100, 100), qlevel=-1e-4,
+                        qmethod="SUBTRACTIVE_DITHER_2", dither_seed="checksum")
+
+
+def _pixel_sigma_1exp(band, fwhm):
+    """Per-pixel noise [nmgy] of one exposure giving the band's 5-sigma point-source depth."""
+    sigma_psf = 10 ** (-0.4 * (DEPTH_1EXP[band] - 22.5)) / 5.0
+    nea = 4 * math.pi * (fwhm * sky.FWHM_TO_SIGMA / PIXSCALE) ** 2  # noise-equivalent area [pix]
+    return sigma_psf / math.sqrt(nea)
+
+
+def _sweep_rows(msky: MockSky, cfg: MockConfig) -> np.ndarray:
+    """All sources as DR10 sweep rows, grouped by brick, OBJID contiguous from 0."""
+    grid = BrickGrid.build()
+    srcs = msky.sources
+    ra = np.array([s.ra for s in srcs])
+    dec = np.array([s.dec for s in srcs])
+    owner = grid.lookup(ra, dec)
+    order = np.lexsort((np.arange(len(srcs)), owner["BRICKID"]))
+    rows = np.zeros(len(srcs), dtype=sweep_dtype("dr10"))
+    objid = {}
+    for k, i in enumerate(order):
+        s, b = srcs[i], owner[i]
+        bid = int(b["BRICKID"])
+        objid[bid] = objid.get(bid, -1) + 1
+        r = rows[k]
+        r["RELEASE"], r["BRICKID"], r["BRICKNAME"], r["OBJID"] = RELEASE_NUMBER, bid, b["BRICKNAME"], objid[bid]
+        r["TYPE"], r["RA"], r["DEC"] = s.type, s.ra, s.dec
+        r["RA_IVAR"] = r["DEC_IVAR"] = 1.0 / (0.02 / 3600) ** 2
+        r["EBV"] = msky.ebv(s.ra, s.dec)
+        for band_i, band in enumerate(BANDS):
+            B = band.upper()
+            n = int(msky.nobs(band, s.ra, s.dec))
+            fwhm = msky.psf.get(bid, {}).get(band, PSF_FWHM[band])
+            sig = _pixel_sigma_1exp(band, fwhm) / math.sqrt(max(n, 1))
+            nea_psf = 4 * math.pi * (fwhm * sky.FWHM_TO_SIGMA / PIXSCALE) ** 2
+            nea = nea_psf + 4 * math.pi * (s.shape_r / PIXSCALE) ** 2
+            r[f"NOBS_{B}"] = n
+            if n > 0:
+                r[f"FLUX_{B}"] = s.flux[band_i]
+                r[f"FLUX_IVAR_{B}"] = 1.0 / (sig**2 * nea)
+                r[f"PSFSIZE_{B}"] = fwhm
+                r[f"PSFDEPTH_{B}"] = 1.0 / (sig**2 * nea_psf)
+                r[f"GALDEPTH_{B}"] = 1.0 / (sig**2 * (nea_psf + 4 * math.pi * (0.45 / PIXSCALE) ** 2))
+                r[f"FIBERFLUX_{B}"] = r[f"FIBERTOTFLUX_{B}"] = 0.4 * s.flux[band_i]
+                r[f"FRACIN_{B}"] = 1.0
+        for B in EXTINCTION_R:
+            r[f"MW_TRANSMISSION_{B}"] = 10 ** (-EXTINCTION_R[B] * r["EBV"] / 2.5)
+        r["DCHISQ"] = [100.0, 120.0, 130.0, 130.0, 140.0] if s.type != "PSF" else [100.0, 90.0, 80.0, 80.0, 80.0]
+        r["SHAPE_R"], r["SHAPE_E1"], r["SHAPE_E2"] = s.shape_r, s.e1, s.e2
+        if s.type != "PSF":
+            r["SHAPE_R_IVAR"] = r["SHAPE_E1_IVAR"] = r["SHAPE_E2_IVAR"] = 100.0
+        r["SERSIC"] = s.sersic
+        r["REF_CAT"] = "  "
+        r["WISE_COADD_ID"] = "1497p015"
+        s.key = (RELEASE_NUMBER, bid, objid[bid])
+    return rows
+
+
+def _write_sweeps(tree: SurveyTree, rows: np.ndarray, cfg: MockConfig):
+    units = sweep_units("dr10")
+    for name in planned_sweeps(cfg):
+        from .survey import parse_sweep_name
+
+        box = parse_sweep_name(name)
+        sel = rows[box.contains(rows["RA"], rows["DEC"])]
+        if len(sel) == 0:
+            raise LensfinderError(f"mock sweep {name} would be empty: widen the mock area (mock.n_bricks_*)")
+        hdr = [
+            {"name": "BANDS", "value": "grz"}, {"name": "DRVERSIO", "value": RELEASE_NUMBER},
+            {"name": "LSDR", "value": "DR10"}, {"name": "SURVEY", "value": "DECaLS"},
+            {"name": "RAMIN", "value": box.ra_min}, {"name": "DECMIN", "value": box.dec_min},
+            {"name": "RAMAX", "value": box.ra_max}, {"name": "DECMAX", "value": box.dec_max},
+            {"name": "DEPNAM00", "value": "gen_sweep"}, {"name": "DEPVER00", "value": "lensfinder-mock"},
+        ]
+        with atomic_path(tree.sweep_path(name)) as tmp:
+            with fitsio.FITS(str(tmp), "rw", clobber=True) as f:
+                f.write(None, header=hdr)
+                f.write(sel, extname="SWEEP", units=units)
+
+
+def _write_table_csv(path, rows: list[dict], columns):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r[k] for k in columns})
+
+
+def desi_name(ra, dec) -> str:
+    """DESI-style system name ``DESI-RRR.rrrr+DD.dddd`` (RA and Dec in degrees)."""
+    return f"DESI-{ra:08.4f}{dec:+08.4f}"
+
+
+def _write_catalogues(root: Path, msky: MockSky, cfg: MockConfig):
+    rng = np.random.default_rng([cfg.seed, 7])
+    known, lenses_truth, look_truth = [], [], []
+    for lens in msky.lenses:
+        src = lens["_source"]
+        catalogued = bool(rng.random() < cfg.catalogued_fraction)
+        grade = str(rng.choice(["A", "B", "C"], p=[0.5, 0.35, 0.15])) if catalogued else ""
+        row = {k: v for k, v in lens.items() if not k.startswith("_")}
+        row.update(release=src.key[0], brickid=src.key[1], objid=src.key[2], type=src.type,
+                   flux_z=float(src.flux[2]), catalogued=catalogued, grade=grade)
+        lenses_truth.append(row)
+        if catalogued:
+            jra, jdec = _offset(lens["ra"], lens["dec"], *rng.normal(0, 0.2, 2))
+            known.append({"name": desi_name(jra, jdec), "ra": jra, "dec": jdec, "grade": grade, "reference": "mock"})
+    for look in msky.lookalikes:
+        src = look["_source"]
+        listed = bool(rng.random() < 0.2)
+        look_truth.append({"lookalike_id": look["lookalike_id"], "kind": look["kind"], "ra": look["ra"], "dec": look["dec"],
+                           "release": src.key[0], "brickid": src.key[1], "objid": src.key[2], "type": src.type,
+                           "flux_z": float(src.flux[2]), "listed_as_candidate": listed})
+        if listed:  # a low-grade literature candidate that is in truth not a lens
+            known.append({"name": desi_name(look["ra"], look["dec"]), "ra": look["ra"], "dec": look["dec"],
+                          "grade": "C", "reference": "mock-candidate"})
+    # literature systems elsewhere on the sky (outside the mock footprint)
+    for _ in range(3):
+        ra, dec = float(rng.uniform(0, 360)), float(rng.uniform(-30, 30))
+        known.append({"name": desi_name(ra, dec), "ra": ra, "dec": dec, "grade": "A", "reference": "mock-elsewhere"})
+    _write_table_csv(root / "catalogues/known_lenses.csv", known, ["name", "ra", "dec", "grade", "reference"])
+    arr = np.zeros(len(known), dtype=[("NAME", "S24"), ("RA", "f8"), ("DEC", "f8"), ("GRADE", "S2"), ("REFERENCE", "S24")])
+    for i, k in enumerate(known):
+        arr[i] = (k["name"], k["ra"], k["dec"], k["grade"], k["reference"])
+    with atomic_path(root / "catalogues/known_lenses.fits") as tmp:
+        fitsio.write(str(tmp), arr, extname="LENSES", clobber=True)
+    lens_cols = ["lens_id", "ra", "dec", "release", "brickid", "objid", "type", "flux_z", "theta_e", "sie_e", "shear",
+                 "source_r_e", "source_mag_g", "source_flux_g", "source_flux_r", "source_flux_z", "catalogued", "grade"]
+    _write_table_csv(root / "truth/lenses.csv", lenses_truth, lens_cols)
+    look_cols = ["lookalike_id", "kind", "ra", "dec", "release", "brickid", "objid", "type", "flux_z", "listed_as_candidate"]
+    _write_table_csv(root / "truth/lookalikes.csv", look_truth, look_cols)
+
+
+def write_mock_survey(root, cfg: MockConfig, progress: bool = True) -> dict:
+    """Generate the mock sky and write the whole tree under ``root``; returns planned_files."""
+    from tqdm import tqdm
+
+    root = Path(root)
+    tree = SurveyTree(root, "dr10", "south")
+    msky = MockSky(cfg)
+    rows = _sweep_rows(msky, cfg)
+    _write_bricks(tree, msky.bricks, cfg)
+    comps = msky.components()
+    cra = np.array([c.ra for c in comps])
+    cdec = np.array([c.dec for c in comps])
+    for brick in tqdm(msky.bricks, desc="mock coadds", unit="brick", disable=not progress):
+        # components whose light can reach this brick's image (image half-width ~0.131 deg)
+        half = cfg.image_size * PIXSCALE / 3600 / 2 + 40 / 3600
+        near = (np.abs(cdec - brick["DEC"]) < half) & (
+            np.abs((cra - brick["RA"] + 180) % 360 - 180) * math.cos(math.radians(brick["DEC"])) < half
+        )
+        _render_brick(msky, tree, brick, [comps[i] for i in np.flatnonzero(near)], cfg)
+    _write_sweeps(tree, rows, cfg)
+    _write_catalogues(root, msky, cfg)
+    with atomic_path(root / "mock.json") as tmp:
+        tmp.write_text(json.dumps({"config": asdict(cfg), "n_sources": len(rows),
+                                   "n_lenses": len(msky.lenses), "n_lookalikes": len(msky.lookalikes)}, indent=1))
+    return planned_files(root, cfg)

@@ -1,0 +1,20 @@
+# The embedded default: a miniature DR10-south tree written where survey.root points.
+if config["survey"]["source"] == "mock":
+    MOCK_FILES = lfw.mock_files(config)
+
+    rule mock_survey:
+        output:
+            bricks=MOCK_FILES["bricks"],
+            sweeps=MOCK_FILES["sweeps"],
+            coadds=MOCK_FILES["coadds"],
+            catalogues=MOCK_FILES["catalogues"],
+            truth=MOCK_FILES["truth"],
+        log:
+            "logs/mock_survey.log",
+        params:
+            root=config["survey"]["root"],
+            mock=config["mock"],
+        conda:
+            "../../envs/lensfinder.yaml"
+        script:
+            "../scripts/mock_survey.py"

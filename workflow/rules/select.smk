@@ -1,0 +1,32 @@
+# Object selection: one job per sweep file.
+
+
+rule select:
+    input:
+        sweep=sweep_file,
+    output:
+        objects=f"{RESULTS}/objects/{{sweep}}.parquet",
+        counts=f"{RESULTS}/objects/{{sweep}}.counts.csv",
+    log:
+        f"{RESULTS}/logs/select/{{sweep}}.log",
+    params:
+        selection=config["selection"],
+        region=config["survey"]["region"],
+    conda:
+        "../../envs/lensfinder.yaml"
+    script:
+        "../scripts/select.py"
+
+
+rule selection_counts:
+    input:
+        expand(f"{RESULTS}/objects/{{sweep}}.counts.csv", sweep=SWEEPS),
+    output:
+        f"{RESULTS}/objects/selection_counts.csv",
+    log:
+        f"{RESULTS}/logs/selection_counts.log",
+    localrule: True
+    conda:
+        "../../envs/lensfinder.yaml"
+    script:
+        "../scripts/selection_counts.py"
