@@ -132,8 +132,8 @@ def select_sweep(sweep_path, objects_path, counts_path, cfg: SelectionConfig, tr
     from tqdm import tqdm
 
     sweep_path = Path(sweep_path)
-    n = sweep_nrows(sweep_path) if sweep_path.exists() else 0
     read_sweep(sweep_path, REQUIRED_COLUMNS, OPTIONAL_COLUMNS, rows=slice(0, 0))  # validates file and columns
+    n = sweep_nrows(sweep_path)
     parts, removed_total = [], dict.fromkeys(CUTS, 0)
     starts = range(0, max(n, 1), cfg.chunk_rows)
     for start in tqdm(starts, desc=f"select {sweep_path.name}", unit="chunk", disable=not progress):

@@ -326,8 +326,8 @@ def read_sweep(path: str | os.PathLike, columns, optional=(), rows: slice | None
     """Read chosen columns of a sweep's HDU 1 with fitsio, native byte order.
 
     ``columns`` must exist (a clear error names the missing ones); ``optional`` columns
-    are read when present and filled with NaN (floats) or 0 otherwise. TYPE is returned
-    stripped of DR8's trailing-space padding, as ``U4``.
+    are read when present and filled with NaN otherwise. String columns come back as str,
+    stripped (DR8's TYPE is padded to 4 characters: 'REX ' -> 'REX').
     """
     path = Path(path)
     if not path.exists():
@@ -361,20 +361,22 @@ def read_sweep(path: str | os.PathLike, columns, optional=(), rows: slice | None
         except (OSError, ValueError) as err:
             raise LensfinderError(f"sweep file {path} could not be read ({err}); re-download it") from err
     data = data.astype(data.dtype.newbyteorder("="))
-    data.dtype.names = [c.upper() for c in present]
+    data.dtype.names = [n.upper() for n in data.dtype.names]  # fitsio returns file order
     out_fields = []
     for c in list(columns) + list(optional):
         c = c.upper()
-        if c == "TYPE":
-            out_fields.append((c, "U4"))
+        if c in data.dtype.names and data.dtype[c].kind in "SU":
+            nchar = data.dtype[c].itemsize // (4 if data.dtype[c].kind == "U" else 1)
+            out_fields.append((c, f"U{nchar}"))
         elif c in data.dtype.names:
-            out_fields.append((c, data.dtype[c].base.str.replace(">", "<"), data.dtype[c].shape))
+            out_fields.append((c, data.dtype[c].base.newbyteorder("="), data.dtype[c].shape))
         else:
-            out_fields.append((c, "f4"))
+            out_fields.append((c, "f4", ()))
     out = np.zeros(len(data), dtype=[f if len(f) == 2 or f[2] else f[:2] for f in out_fields])
     for c in out.dtype.names:
-        if c == "TYPE":
-            out[c] = np.char.strip(data[c].astype("U4"))
+        if out.dtype[c].kind == "U":
+            col = data[c]
+            out[c] = np.char.strip(col.astype(str) if col.dtype.kind == "S" else col)
         elif c in data.dtype.names:
             out[c] = data[c]
         else:

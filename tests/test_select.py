@@ -1,0 +1,133 @@
+"""Selection cuts, region label, exposure bins and counts, against independent numpy."""
+
+import csv
+
+import fitsio
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from lensfinder.errors import LensfinderError
+from lensfinder.select import SelectionConfig, select_sweep, zexp_bin_labels
+from lensfinder.survey import photometric_region, read_sweep, sweep_dtype
+
+
+def _independent_selection(path, zmag_max=20.0, deredden=False):
+    d = fitsio.read(str(path), ext=1)
+    t = np.char.strip(d["TYPE"].astype(str))
+    flux = d["FLUX_Z"] / (d["MW_TRANSMISSION_Z"] if deredden else 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = 22.5 - 2.5 * np.log10(flux)
+    keep = np.isin(t, ["SER", "DEV", "REX", "EXP"]) & (flux > 0) & (mag < zmag_max)
+    keep &= (d["NOBS_G"] >= 3) & (d["NOBS_R"] >= 3) & (d["NOBS_Z"] >= 3)
+    return d[keep]
+
+
+@pytest.mark.parametrize("deredden", [False, True])
+def test_selection_equals_independent_numpy(tiny_mock, tmp_path, deredden):
+    _, _, files = tiny_mock
+    for sweep in files["sweeps"]:
+        out = tmp_path / "objects.parquet"
+        n, removed = select_sweep(sweep, out, tmp_path / "counts.csv", SelectionConfig(deredden=deredden), progress=False)
+        expected = _independent_selection(sweep, deredden=deredden)
+        table = pq.read_table(out).to_pandas()
+        assert n == len(table) == len(expected) > 0
+        got = set(zip(table["RELEASE"], table["BRICKID"], table["OBJID"]))
+        assert got == set(zip(expected["RELEASE"].tolist(), expected["BRICKID"].tolist(), expected["OBJID"].tolist()))
+        assert set(table["TYPE"]) <= {"SER", "DEV", "REX", "EXP"}
+        assert (table["MAG_Z_DERED" if deredden else "MAG_Z"] < 20).all()
+        assert set(table["REGION"]) == {"DECaLS"}
+        # counts add up: input = selected + removed by each cut
+        rows = list(csv.DictReader(open(tmp_path / "counts.csv")))
+        assert [r["cut"] for r in rows] == ["input", "type", "zmag", "nobs", "maskbits", "region"]
+        n_in = int(rows[0]["remaining"])
+        assert n_in == len(fitsio.read(str(sweep), ext=1, columns=["OBJID"]))
+        assert n_in - sum(int(r["removed"]) for r in rows[1:]) == n == int(rows[-1]["remaining"])
+        assert removed["type"] > 0 and removed["zmag"] > 0 and removed["nobs"] > 0
+
+
+def test_chunked_reading_gives_the_same_rows(tiny_mock, tmp_path):
+    _, _, files = tiny_mock
+    sweep = files["sweeps"][0]
+    select_sweep(sweep, tmp_path / "a.parquet", tmp_path / "a.csv", SelectionConfig(), progress=False)
+    select_sweep(sweep, tmp_path / "b.parquet", tmp_path / "b.csv", SelectionConfig(chunk_rows=37), progress=False)
+    assert pq.read_table(tmp_path / "a.parquet").equals(pq.read_table(tmp_path / "b.parquet"))
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def _write_variant(path, rows, release):
+    """Re-write DR10 rows in the DR9 or DR8 sweep layout (no i band, int16 MASKBITS, S4 TYPE)."""
+    dt = sweep_dtype(release)
+    out = np.zeros(len(rows), dtype=dt)
+    for name in dt.names:
+        out[name] = rows[name]
+    if release == "dr8":
+        out["TYPE"] = np.char.ljust(rows["TYPE"].astype("S4"), 4)  # padded 'REX ' as in DR8 files
+    fitsio.write(str(path), out, extname="SWEEP", clobber=True)
+    return out
+
+
+@pytest.mark.parametrize("release,ncols", [("dr9", 115), ("dr8", 115)])
+def test_dr8_dr9_layouts_select_like_dr10(tiny_mock, tmp_path, release, ncols):
+    _, _, files = tiny_mock
+    sweep = files["sweeps"][0]
+    rows = fitsio.read(str(sweep), ext=1)
+    path = tmp_path / "sweep-145p000-150p005.fits"
+    written = _write_variant(path, rows, release)
+    assert len(written.dtype.names) == ncols and written.dtype["MASKBITS"].itemsize == 2
+    header = fitsio.read_header(str(path), ext=1)
+    tform_type = header[f"TFORM{list(written.dtype.names).index('TYPE') + 1}"]
+    assert tform_type == ("4A" if release == "dr8" else "3A")
+    if release == "dr8":
+        raw = open(path, "rb").read()
+        assert b"REX " in raw and b"SER " in raw  # padded values on disk
+    select_sweep(sweep, tmp_path / "ref.parquet", tmp_path / "ref.csv", SelectionConfig(), progress=False)
+    select_sweep(path, tmp_path / "v.parquet", tmp_path / "v.csv", SelectionConfig(), progress=False)
+    ref, var = pq.read_table(tmp_path / "ref.parquet"), pq.read_table(tmp_path / "v.parquet")
+    assert var.num_rows == ref.num_rows > 0
+    assert var.column("OBJID").to_pylist() == ref.column("OBJID").to_pylist()
+    assert set(var.column("TYPE").to_pylist()) <= {"SER", "DEV", "REX", "EXP"}
+
+
+def test_maskbits_cut(tiny_mock, tmp_path):
+    _, _, files = tiny_mock
+    rows = fitsio.read(str(files["sweeps"][0]), ext=1)
+    rows["MASKBITS"][::2] = 1 << 1  # BRIGHT on every other row
+    path = tmp_path / "sweep-145p000-150p005.fits"
+    fitsio.write(str(path), rows, extname="SWEEP", clobber=True)
+    select_sweep(path, tmp_path / "a.parquet", tmp_path / "a.csv", SelectionConfig(), progress=False)
+    select_sweep(path, tmp_path / "b.parquet", tmp_path / "b.csv", SelectionConfig(maskbits_reject=[1]), progress=False)
+    a, b = pq.read_table(tmp_path / "a.parquet").to_pandas(), pq.read_table(tmp_path / "b.parquet").to_pandas()
+    assert (b["MASKBITS"] & 2 == 0).all() and len(b) == (a["MASKBITS"] & 2 == 0).sum() < len(a)
+
+
+def test_region_rule_and_exposure_bins():
+    # North iff Dec >= 32.375 and Galactic b > 0: (180, 40) NGC; (60, 40) is south of the plane.
+    assert photometric_region([180.0, 180.0, 60.0, 180.0], [40.0, 10.0, 40.0, 32.37]).tolist() == [
+        "north", "south", "south", "south"]
+    assert zexp_bin_labels([3, 4, 5, 6, 7, 8, 10, 11, 30, 2], [3, 4, 5, 6, 8, 11]).tolist() == [
+        "3", "4", "5", "6-7", "6-7", "8-10", "8-10", "11+", "11+", "<3"]
+
+
+def test_missing_column_is_named(tiny_mock, tmp_path):
+    _, _, files = tiny_mock
+    rows = fitsio.read(str(files["sweeps"][0]), ext=1)
+    names = [n for n in rows.dtype.names if n != "NOBS_Z"]
+    path = tmp_path / "sweep-145p000-150p005.fits"
+    fitsio.write(str(path), rows[names], extname="SWEEP", clobber=True)
+    with pytest.raises(LensfinderError, match=r"sweep-145p000-150p005.fits lacks required column\(s\) \['NOBS_Z'\]"):
+        select_sweep(path, tmp_path / "o.parquet", tmp_path / "c.csv", SelectionConfig(), progress=False)
+    assert not (tmp_path / "o.parquet").exists()
+
+
+@pytest.mark.parametrize("cut_bytes", [5000, 100])
+def test_truncated_or_garbage_sweep_is_named(tiny_mock, tmp_path, cut_bytes):
+    _, _, files = tiny_mock
+    data = open(files["sweeps"][0], "rb").read()
+    path = tmp_path / "sweep-145p000-150p005.fits"
+    path.write_bytes(data[: len(data) - cut_bytes] if cut_bytes > 1000 else b"not a fits file" * 10)
+    with pytest.raises(LensfinderError, match=r"sweep-145p000-150p005.fits (is truncated|is not a readable FITS)"):
+        read_sweep(path, ["RA"])
+    with pytest.raises(LensfinderError, match="re-download it"):
+        select_sweep(path, tmp_path / "o.parquet", tmp_path / "c.csv", SelectionConfig(), progress=False)
+    assert not (tmp_path / "o.parquet").exists()

@@ -1,0 +1,100 @@
+"""Real Snakemake runs of the workflow on a tiny config, and its clear failures on bad input."""
+
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import make_workdir, run_snakemake, tiny_config
+from lensfinder.select import SelectionConfig, select_sweep
+
+pytestmark = pytest.mark.workflow
+SWEEPS = ["sweep-145p000-150p005", "sweep-150p000-155p005"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = make_workdir(tmp_path_factory.mktemp("tiny_run"), tiny_config())
+    dry = run_snakemake(work, "-n")
+    run = run_snakemake(work)
+    return work, dry, run
+
+
+def test_dry_run_fans_out_per_sweep(tiny_run):
+    _, dry, _ = tiny_run
+    out = dry.stdout
+    assert "mock_survey" in out
+    for sweep in SWEEPS:
+        assert f"output: results/mock/objects/{sweep}.parquet" in out
+    counts = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith(("select ", "mock_survey "))}
+    assert counts == {"mock_survey": "1", "select": "2"}
+
+
+def test_run_generates_mock_and_selects_every_sweep(tiny_run):
+    work, _, _ = tiny_run
+    results = work / "results/mock/objects"
+    for sweep in SWEEPS:
+        table = pq.read_table(results / f"{sweep}.parquet")
+        assert table.num_rows > 0
+        assert {"RELEASE", "BRICKID", "OBJID", "REGION", "ZEXP_BIN", "MAG_Z"} <= set(table.column_names)
+        # identical to calling the package directly on the mock's sweep
+        direct = work / f"direct-{sweep}.parquet"
+        select_sweep(work / f"resources/mock_survey/dr10/south/sweep/10.1/{sweep}.fits", direct,
+                     work / "direct.csv", SelectionConfig(), progress=False)
+        assert table.equals(pq.read_table(direct))
+        assert (work / f"results/mock/logs/select/{sweep}.log").read_text().strip().endswith("s")
+    lines = (results / "selection_counts.csv").read_text().splitlines()
+    total = dict(zip(lines[0].split(","), lines[-1].split(",")))
+    assert int(total["selected"]) == sum(pq.read_table(results / f"{s}.parquet").num_rows for s in SWEEPS)
+    # a second run has nothing to do
+    again = run_snakemake(work, "-n")
+    assert "Nothing to be done" in again.stdout
+
+
+def test_real_tree_mode_reads_an_existing_tree_without_generating_it(tiny_mock, tmp_path):
+    root, _, _ = tiny_mock
+    cfg = tiny_config(source="tree", root=str(root), sweeps=["sweep-150p000-155p005"])
+    work = make_workdir(tmp_path, cfg)
+    dry = run_snakemake(work, "-n")
+    assert "mock_survey" not in dry.stdout and "sweep-145p000-150p005" not in dry.stdout
+    run_snakemake(work)
+    assert pq.read_table(work / "results/mock/objects/sweep-150p000-155p005.parquet").num_rows > 0
+    # a box picks the sweeps it overlaps
+    cfg["survey"]["sweeps"] = {"ra_min": 146, "ra_max": 149, "dec_min": 0, "dec_max": 3}
+    work2 = make_workdir(tmp_path / "box", cfg)
+    dry = run_snakemake(work2, "-n")
+    assert "sweep-145p000-150p005" in dry.stdout and "sweep-150p000-155p005" not in dry.stdout
+
+
+def test_missing_survey_directory_is_one_clear_message(tmp_path):
+    work = make_workdir(tmp_path, tiny_config(source="tree", root="/nonexistent/legacysurvey"))
+    proc = run_snakemake(work, "-n", check=False)
+    assert proc.returncode != 0
+    assert "survey directory /nonexistent/legacysurvey does not exist: set survey.root" in proc.stdout
+
+
+def test_config_failing_the_schema_names_the_key(tmp_path):
+    cfg = tiny_config()
+    cfg["selection"]["zmag_max"] = "twenty"
+    proc = run_snakemake(make_workdir(tmp_path, cfg), "-n", check=False)
+    assert proc.returncode != 0
+    assert "Error validating config file" in proc.stdout and "['selection']['zmag_max']" in proc.stdout
+    cfg = tiny_config()
+    cfg["survey"]["releese"] = "dr10"
+    proc = run_snakemake(make_workdir(tmp_path / "typo", cfg), "-n", check=False)
+    assert proc.returncode != 0 and "'releese' was unexpected" in proc.stdout
+
+
+def test_truncated_sweep_stops_its_job_with_the_file_named(tiny_mock, tmp_path):
+    root, _, files = tiny_mock
+    tree = tmp_path / "tree"
+    sweep_dir = tree / "dr10/south/sweep/10.1"
+    sweep_dir.mkdir(parents=True)
+    data = open(files["sweeps"][0], "rb").read()
+    (sweep_dir / "sweep-145p000-150p005.fits").write_bytes(data[: len(data) // 2])
+    work = make_workdir(tmp_path, tiny_config(source="tree", root=str(tree)))
+    proc = run_snakemake(work, check=False)
+    assert proc.returncode != 0
+    assert "lensfinder error in rule select: sweep file" in proc.stdout
+    assert "sweep-145p000-150p005.fits is truncated" in proc.stdout and "re-download it" in proc.stdout
+    assert not (work / "results/mock/objects/sweep-145p000-150p005.parquet").exists()
