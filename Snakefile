@@ -11,6 +11,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/mock.smk"
 include: "workflow/rules/select.smk"
+include: "workflow/rules/cutouts.smk"
 
 
 rule all:

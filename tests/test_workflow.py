@@ -98,3 +98,21 @@ def test_truncated_sweep_stops_its_job_with_the_file_named(tiny_mock, tmp_path):
     assert "lensfinder error in rule select: sweep file" in proc.stdout
     assert "sweep-145p000-150p005.fits is truncated" in proc.stdout and "re-download it" in proc.stdout
     assert not (work / "results/mock/objects/sweep-145p000-150p005.parquet").exists()
+
+
+def test_run_writes_cutout_shards_for_every_sweep_and_counts_add_up(tiny_run):
+    import json
+
+    from lensfinder.shards import ShardSet
+
+    work, dry, _ = tiny_run
+    assert "cutouts" in dry.stdout
+    for sweep in SWEEPS:
+        manifest = work / f"results/mock/cutouts/{sweep}/manifest.json"
+        counts = json.loads(manifest.read_text())["counts"]
+        selected = pq.read_table(work / f"results/mock/objects/{sweep}.parquet").num_rows
+        failed = pq.read_table(work / f"results/mock/cutouts/{sweep}/failures.parquet").num_rows
+        shards = ShardSet(manifest)
+        assert counts == {"selected": selected, "written": len(shards), "failed": failed}
+        assert selected == len(shards) + failed > 0
+        assert (work / f"results/mock/logs/cutouts/{sweep}.log").exists()

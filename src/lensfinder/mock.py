@@ -67,6 +67,7 @@ class MockConfig:
     catalogued_fraction: float = 0.6
     noise: bool = True
     mean_exposures: float = 4.0  # mean NOBS per band
+    psf_variation: float = 0.08  # per-brick PSF FWHM scatter (fraction)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "MockConfig":
@@ -113,6 +114,7 @@ def planned_files(root, cfg: MockConfig) -> dict:
         ],
         "catalogues": [str(root / "catalogues/known_lenses.csv"), str(root / "catalogues/known_lenses.fits")],
         "truth": [str(root / "truth/lenses.csv"), str(root / "truth/lookalikes.csv")],
+        "manifest": [str(root / "mock.json")],
     }
 
 
@@ -201,7 +203,10 @@ class MockSky:
             self.exposures[band] = np.stack([cra - size / 2, cra + size / 2, cdec - size / 2, cdec + size / 2], 1)
         # per-brick seeing: +-8% around the survey median
         self.psf = {
-            int(br["BRICKID"]): {band: PSF_FWHM[band] * float(self.rng.uniform(0.92, 1.08)) for band in BANDS}
+            int(br["BRICKID"]): {
+                band: PSF_FWHM[band] * float(self.rng.uniform(1 - self.cfg.psf_variation, 1 + self.cfg.psf_variation))
+                for band in BANDS
+            }
             for br in self.bricks
         }
 

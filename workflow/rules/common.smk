@@ -18,8 +18,16 @@ def sweep_file(wildcards):
     return str(TREE.sweep_path(wildcards.sweep))
 
 
+def survey_ready():
+    """The mock's manifest when the workflow writes the survey itself, else nothing."""
+    if config["survey"]["source"] == "mock":
+        return lfw.mock_files(config)["manifest"]
+    return []
+
+
 def final_targets():
     return [
         *expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
         f"{RESULTS}/objects/selection_counts.csv",
+        *expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
     ]

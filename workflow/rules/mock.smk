@@ -9,6 +9,7 @@ if config["survey"]["source"] == "mock":
             coadds=MOCK_FILES["coadds"],
             catalogues=MOCK_FILES["catalogues"],
             truth=MOCK_FILES["truth"],
+            manifest=MOCK_FILES["manifest"],
         log:
             "logs/mock_survey.log",
         params:

@@ -1,0 +1,232 @@
+"""Brick-grouped cutout extraction from the RICE-compressed coadds.
+
+For each selected object, a (3, S, S) g, r, z cutout in nanomaggies (S = 101 by
+default, or 151, 201) on the pixel grid of the object's own brick image, centred on the
+pixel nearest the object (the true centre's offset is recorded, within +-0.5 px).
+Objects are processed brick by brick: each image file is opened once and only the
+100x100 tiles a section touches are decompressed (fitsio section reads).
+
+A section that runs past the brick image's edge (large cutouts, objects outside their
+brick) is completed from the neighbouring bricks' coadds, found through the bricks table
+and Lanczos-3 resampled onto the cutout's grid through each brick's own WCS. Pixels with
+no data anywhere (no brick image covers them, or exactly 0: no exposures) are 0 and
+counted as missing. With
+``recentre`` the cutout is Lanczos-3 shifted so the object sits exactly on the centre
+pixel, as the Legacy Surveys cutout service does.
+
+Orientation: array row 0 is the South edge, +x toward decreasing RA (North up, East left
+when shown with origin='lower'), the coadds' own orientation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import fitsio
+import numpy as np
+
+from .errors import LensfinderError
+from .shards import FLAG_FROM_NEIGHBOURS, FLAG_MISSING_PIXELS, FLAG_RECENTRED, KEY, ShardWriter
+from .survey import BANDS, BrickGrid, SurveyTree, read_header_wcs
+
+INDEX_COLUMNS = ("RELEASE", "BRICKID", "OBJID", "BRICKNAME", "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_Z")
+
+
+def lanczos3(x):
+    """The Lanczos kernel with a = 3."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.sinc(x) * np.sinc(x / 3.0)
+    return np.where(np.abs(x) < 3.0, out, 0.0)
+
+
+def lanczos_sample(image, u, v):
+    """Lanczos-3 interpolation of ``image`` at pixel positions (u = x, v = y), 0-based.
+
+    Returns (values, valid): positions whose 6x6 footprint leaves the image are invalid.
+    """
+    h, w = image.shape
+    iu, iv = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    taps = np.arange(-2, 4)
+    cols = iu[:, None] + taps  # (N, 6)
+    rows = iv[:, None] + taps
+    valid = (cols[:, 0] >= 0) & (cols[:, -1] < w) & (rows[:, 0] >= 0) & (rows[:, -1] < h)
+    wx = lanczos3(u[:, None] - cols)
+    wy = lanczos3(v[:, None] - rows)
+    wx /= wx.sum(1, keepdims=True)
+    wy /= wy.sum(1, keepdims=True)
+    cc = np.clip(cols, 0, w - 1)
+    rr = np.clip(rows, 0, h - 1)
+    patch = image[rr[:, :, None], cc[:, None, :]]  # (N, 6, 6)
+    values = np.einsum("nij,ni,nj->n", patch, wy, wx)
+    return np.where(valid, values, 0.0), valid
+
+
+def lanczos_shift(cube, dx, dy):
+    """Shift images (..., H, W) so that the point at (cx + dx, cy + dy) moves to (cx, cy).
+
+    Separable Lanczos-3; the result is 3 pixels smaller on each side.
+    """
+    taps = np.arange(-3, 4)
+    wx = lanczos3(taps - dx)
+    wy = lanczos3(taps - dy)
+    wx, wy = wx / wx.sum(), wy / wy.sum()
+    h, w = cube.shape[-2:]
+    out = np.zeros(cube.shape[:-2] + (h - 6, w - 6), dtype=np.float64)
+    tmp = np.zeros(cube.shape[:-2] + (h, w - 6), dtype=np.float64)
+    for k, t in enumerate(taps):
+        tmp += wx[k] * cube[..., :, 3 + t : w - 3 + t]
+    for k, t in enumerate(taps):
+        out += wy[k] * tmp[..., 3 + t : h - 3 + t, :]
+    return out
+
+
+@dataclass
+class BrickImages:
+    """The g, r, z image HDUs of one brick, opened once, with its header WCS and size."""
+
+    name: str
+    paths: list
+
+    def __post_init__(self):
+        self.fits = [fitsio.FITS(str(p)) for p in self.paths]
+        self.wcs, header = read_header_wcs(self.paths[0])
+        self.shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+
+    def section(self, x0, y0, n):
+        """Pixels [y0:y0+n, x0:x0+n] of the three bands, clipped to the image; returns
+        (cube (3, n, n) with zeros outside, inside mask (n, n))."""
+        h, w = self.shape
+        cube = np.zeros((3, n, n), dtype=np.float32)
+        inside = np.zeros((n, n), dtype=bool)
+        xa, xb, ya, yb = max(x0, 0), min(x0 + n, w), max(y0, 0), min(y0 + n, h)
+        if xa >= xb or ya >= yb:
+            return cube, inside
+        for b, f in enumerate(self.fits):
+            cube[b, ya - y0 : yb - y0, xa - x0 : xb - x0] = f[1][ya:yb, xa:xb]
+        inside[ya - y0 : yb - y0, xa - x0 : xb - x0] = True
+        return cube, inside
+
+    def close(self):
+        for f in self.fits:
+            f.close()
+
+
+class CutoutExtractor:
+    """Cut (3, size, size) cutouts out of a survey tree's coadds, brick by brick."""
+
+    def __init__(self, tree: SurveyTree, size: int = 101, recentre: bool = False, max_missing: float = 0.5,
+                 zero_is_missing: bool = True, cache_bricks: int = 16):
+        if size % 2 != 1:
+            raise LensfinderError(f"cutout size {size} must be odd so that the object has a centre pixel")
+        self.tree, self.size, self.recentre, self.max_missing = tree, size, recentre, max_missing
+        # legacypipe writes exactly 0 where a band has no exposure; noise-free simulations
+        # have exact zeros on empty sky, so they turn this off.
+        self.zero_is_missing = zero_is_missing
+        self.grid = BrickGrid.build()
+        self._open = lru_cache(maxsize=cache_bricks)(self._open_brick)
+
+    def _open_brick(self, name: str):
+        paths = [self.tree.coadd_path(name, b) for b in BANDS]
+        if not all(p.exists() for p in paths):
+            return None
+        return BrickImages(name, paths)
+
+    def brick(self, name):
+        return self._open(name)
+
+    def cutout(self, ra: float, dec: float, brickname: str):
+        """One cutout: returns (cube float32 (3, S, S), info dict) or (None, reason)."""
+        home = self.brick(brickname)
+        if home is None:
+            return None, "brick_file_missing"
+        pad = 3 if self.recentre else 0
+        n = self.size + 2 * pad
+        x, y = (float(v) for v in home.wcs.all_world2pix(ra, dec, 0))
+        h, w = home.shape
+        if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5):
+            return None, "off_image"
+        xc, yc = int(round(x)), int(round(y))
+        x0, y0 = xc - self.size // 2 - pad, yc - self.size // 2 - pad
+        cube, have = home.section(x0, y0, n)
+        flags = 0
+        if not have.all():
+            filled = self._fill_from_neighbours(home, cube, have, x0, y0)
+            if filled:
+                flags |= FLAG_FROM_NEIGHBOURS
+        dx, dy = x - xc, y - yc
+        if self.recentre:
+            cube = lanczos_shift(cube, dx, dy).astype(np.float32)
+            have = have[pad:-pad, pad:-pad]
+            flags |= FLAG_RECENTRED
+            dx = dy = 0.0
+        missing = np.broadcast_to(~have[None], cube.shape)
+        if self.zero_is_missing:
+            missing = missing | (cube == 0.0)
+        frac_missing = missing.reshape(3, -1).mean(1)
+        cube[missing] = 0.0
+        if missing.any():
+            flags |= FLAG_MISSING_PIXELS
+        if frac_missing.max() > self.max_missing:
+            return None, "mostly_empty"
+        return cube, {"CENTER_DX": dx, "CENTER_DY": dy, "FLAGS": flags,
+                      **{f"FRAC_MISSING_{b.upper()}": float(f) for b, f in zip(BANDS, frac_missing)}}
+
+    def _fill_from_neighbours(self, home: BrickImages, cube, have, x0, y0) -> bool:
+        """Resample the pixels outside the home image from the bricks that cover them."""
+        yy, xx = np.nonzero(~have)
+        ra, dec = home.wcs.all_pix2world(xx + x0, yy + y0, 0)
+        owners = self.grid.lookup(ra, dec)["BRICKNAME"]
+        filled = False
+        for name in np.unique(owners):
+            other = self.brick(name.decode())
+            if other is None or other.name == home.name:
+                continue
+            sel = owners == name
+            u, v = other.wcs.all_world2pix(ra[sel], dec[sel], 0)
+            lo_x, hi_x = int(math.floor(u.min())) - 3, int(math.ceil(u.max())) + 4
+            lo_y, hi_y = int(math.floor(v.min())) - 3, int(math.ceil(v.max())) + 4
+            block, block_have = other.section(lo_x, lo_y, max(hi_x - lo_x, hi_y - lo_y))
+            ok_any = False
+            for b in range(3):
+                vals, ok = lanczos_sample(block[b].astype(np.float64), u - lo_x, v - lo_y)
+                inside = ok & block_have[np.clip(np.round(v - lo_y).astype(int), 0, block.shape[1] - 1),
+                                         np.clip(np.round(u - lo_x).astype(int), 0, block.shape[2] - 1)]
+                cube[b, yy[sel][inside], xx[sel][inside]] = vals[inside]
+                ok_any = ok_any or inside.any()
+                if b == 0:
+                    have[yy[sel][inside], xx[sel][inside]] = True
+            filled = filled or ok_any
+        return filled
+
+
+def extract_sweep(objects_path, out_dir, tree: SurveyTree, size=101, recentre=False, max_missing=0.5,
+                  max_rows=20000, zero_is_missing=True, progress=True) -> dict:
+    """Cutout shards for one sweep's selected objects (``objects/<sweep>.parquet``).
+
+    Every object ends in a shard or in ``failures.parquet`` with its reason
+    (brick_file_missing, off_image, mostly_empty); the manifest records the counts.
+    """
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    objects = pq.read_table(objects_path).to_pandas()
+    missing = [c for c in INDEX_COLUMNS if c not in objects.columns]
+    if missing:
+        raise LensfinderError(f"objects table {objects_path} lacks column(s) {missing}: re-run the select rule")
+    extractor = CutoutExtractor(tree, size, recentre, max_missing, zero_is_missing)
+    writer = ShardWriter(out_dir, size, tree.release, max_rows=max_rows)
+    objects = objects.sort_values(["BRICKNAME", "OBJID"], kind="stable")  # one brick at a time
+    for row in tqdm(objects.itertuples(index=False), total=len(objects), desc=f"cutouts {Path(objects_path).stem}",
+                    unit="obj", disable=not progress, mininterval=5):
+        rec = {c: getattr(row, c) for c in INDEX_COLUMNS}
+        for k in KEY:
+            rec[k] = int(rec[k])
+        cube, info = extractor.cutout(float(row.RA), float(row.DEC), str(row.BRICKNAME))
+        if cube is None:
+            writer.fail(rec, info)
+        else:
+            writer.add(cube, {**rec, **info})
+    return writer.close(len(objects), extra={"cutout": {"size": size, "recentre": recentre, "pixscale_arcsec": 0.262}})

@@ -1,0 +1,175 @@
+"""The on-disk cutout format: fixed-shape fp16 shards that can be memory-mapped.
+
+A shard set (one directory per sweep) holds:
+
+* ``shard-NNN.npy``: float16 array (N, 3, H, W), nanomaggies, bands g, r, z; row 0 of
+  each image is the South edge (display with origin='lower': North up, East left);
+* ``shard-NNN.index.parquet``: row i describes array row i (RELEASE, BRICKID, OBJID,
+  RA, DEC, TYPE, REGION, ..., the pixel offset of the true centre from the centre pixel,
+  the fraction of missing pixels per band, flags);
+* ``failures.parquet``: the objects that have no cutout, with the reason;
+* ``manifest.json``: written last: shape, dtype, band order, units, source release, the
+  SHA-256 of each array and the counts (selected = written + failed).
+
+Every file is written under a temporary name and renamed, and the manifest comes last,
+so a set with a manifest is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LensfinderError, atomic_path
+
+BANDS = ("g", "r", "z")
+KEY = ("RELEASE", "BRICKID", "OBJID")
+FLAG_MISSING_PIXELS = 1  # some pixels had no data anywhere (set to 0)
+FLAG_FROM_NEIGHBOURS = 2  # part of the cutout was resampled from neighbouring bricks
+FLAG_RECENTRED = 4  # Lanczos-3 resampled so the object sits on the centre pixel
+
+
+def sha256(path, chunk=1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ShardWriter:
+    """Accumulate cutouts and index rows; flush fixed-size shards atomically."""
+
+    def __init__(self, out_dir, size: int, release: str, max_rows: int = 20000, source: str = "bricks"):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.size, self.release, self.max_rows, self.source = size, release, max_rows, source
+        self._images, self._rows, self.shards, self.failures = [], [], [], []
+
+    def add(self, image: np.ndarray, row: dict):
+        if image.shape != (3, self.size, self.size):
+            raise ValueError(f"cutout shape {image.shape} != (3, {self.size}, {self.size})")
+        self._images.append(image.astype(np.float16))
+        self._rows.append(row)
+        if len(self._images) >= self.max_rows:
+            self._flush()
+
+    def fail(self, row: dict, reason: str):
+        self.failures.append({**row, "reason": reason})
+
+    def _flush(self):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self._images:
+            return
+        name = f"shard-{len(self.shards):03d}"
+        array_path = self.dir / f"{name}.npy"
+        with atomic_path(array_path) as tmp:
+            np.save(tmp, np.stack(self._images))
+        with atomic_path(self.dir / f"{name}.index.parquet") as tmp:
+            pq.write_table(pa.Table.from_pylist(self._rows), tmp)
+        self.shards.append({"array": array_path.name, "index": f"{name}.index.parquet", "rows": len(self._images),
+                            "sha256": sha256(array_path)})
+        self._images, self._rows = [], []
+
+    def close(self, n_selected: int, extra: dict | None = None) -> dict:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._flush()
+        written = sum(s["rows"] for s in self.shards)
+        failed = len(self.failures)
+        if written + failed != n_selected:
+            raise LensfinderError(f"cutouts in {self.dir}: {written} written + {failed} failed != {n_selected} selected")
+        schema = pa.schema([(k, pa.int64()) for k in KEY] + [("RA", pa.float64()), ("DEC", pa.float64()), ("reason", pa.string())])
+        fail_rows = [{k: r[k] for k in (*KEY, "RA", "DEC", "reason")} for r in self.failures]
+        with atomic_path(self.dir / "failures.parquet") as tmp:
+            pq.write_table(pa.Table.from_pylist(fail_rows, schema=schema), tmp)
+        manifest = {
+            "format": "lensfinder-shards-1",
+            "shape": [3, self.size, self.size],
+            "dtype": "float16",
+            "bands": list(BANDS),
+            "units": "nanomaggy",
+            "orientation": "row 0 = South; +x toward decreasing RA (East left); North up with origin='lower'",
+            "release": self.release,
+            "source": self.source,
+            "shards": self.shards,
+            "counts": {"selected": n_selected, "written": written, "failed": failed},
+            **(extra or {}),
+        }
+        with atomic_path(self.dir / "manifest.json") as tmp:
+            tmp.write_text(json.dumps(manifest, indent=1))
+        return manifest
+
+
+@dataclass
+class ShardSet:
+    """Read a shard set: memory-mapped arrays, the concatenated index, batches, lookup by key."""
+
+    manifest_path: Path
+
+    def __post_init__(self):
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        self.manifest_path = Path(self.manifest_path)
+        if not self.manifest_path.exists():
+            raise LensfinderError(f"shard manifest {self.manifest_path} does not exist: run the cutouts rule for it")
+        self.dir = self.manifest_path.parent
+        self.manifest = json.loads(self.manifest_path.read_text())
+        self.arrays = []
+        frames = []
+        for s in self.manifest["shards"]:
+            path = self.dir / s["array"]
+            if not path.exists():
+                raise LensfinderError(f"shard {path} listed in {self.manifest_path} is missing: re-run its cutouts job")
+            arr = np.load(path, mmap_mode="r")
+            if arr.shape[0] != s["rows"] or list(arr.shape[1:]) != self.manifest["shape"]:
+                raise LensfinderError(f"shard {path} has shape {arr.shape}, not what {self.manifest_path} says")
+            self.arrays.append(arr)
+            frames.append(pq.read_table(self.dir / s["index"]).to_pandas())
+        self.index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(KEY))
+        self._offsets = np.cumsum([0] + [len(a) for a in self.arrays])
+        self._by_key = {k: i for i, k in enumerate(zip(*(self.index[c].tolist() for c in KEY)))}
+
+    def __len__(self):
+        return int(self._offsets[-1])
+
+    def verify(self):
+        """Recompute each array's SHA-256 against the manifest."""
+        for s in self.manifest["shards"]:
+            if sha256(self.dir / s["array"]) != s["sha256"]:
+                raise LensfinderError(f"shard {self.dir / s['array']} does not match its checksum: re-run its cutouts job")
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        k = int(np.searchsorted(self._offsets, i, side="right") - 1)
+        return self.arrays[k][i - self._offsets[k]]
+
+    def get(self, key) -> np.ndarray:
+        """The cutout (3, H, W) fp16 of object key (RELEASE, BRICKID, OBJID)."""
+        try:
+            return self[self._by_key[tuple(int(v) for v in key)]]
+        except KeyError:
+            raise KeyError(f"object {tuple(key)} is not in {self.manifest_path}") from None
+
+    def batches(self, batch_size: int = 1024, as_torch: bool = True):
+        """Yield (images, index rows) in shard order; images are fp16 (B, 3, H, W).
+
+        Batches never span two shards, so each is one contiguous slice of a memory map.
+        With ``as_torch`` the images come as a torch tensor (convert to fp32 on the device).
+        """
+        for k, arr in enumerate(self.arrays):
+            for start in range(0, len(arr), batch_size):
+                block = np.array(arr[start : start + batch_size])  # one sequential read, writable
+                rows = self.index.iloc[self._offsets[k] + start : self._offsets[k] + start + len(block)]
+                if as_torch:
+                    import torch
+
+                    block = torch.from_numpy(block)
+                yield block, rows

@@ -1,0 +1,208 @@
+"""Cutouts from the coadd bricks: exact pixels, brick-edge completion, failures, shards,
+and agreement with the cutout-service backend served from 127.0.0.1."""
+
+import json
+
+import fitsio
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from cutout_server import CutoutServer
+from lensfinder.cutouts import CutoutExtractor, extract_sweep, lanczos_shift
+from lensfinder.errors import LensfinderError
+from lensfinder.mock import PSF_FWHM, MockConfig, MockSky, write_mock_survey
+from lensfinder.select import SelectionConfig, select_sweep
+from lensfinder.service import CutoutService
+from lensfinder.shards import FLAG_FROM_NEIGHBOURS, ShardSet
+from lensfinder.sky import render_image
+from lensfinder.survey import BrickGrid, SurveyTree
+
+# A noise-free 2 x 2 block of bricks sharing the corner (RA 150.0, Dec 2.125), one PSF
+# everywhere and full exposure coverage, so that a cutout can be compared with a direct
+# rendering of the same sky on its own grid.
+BLOCK = dict(n_bricks_ra=2, n_bricks_dec=2, galaxies=40, stars=10, lenses=1, lookalikes=0, seed=3,
+             noise=False, psf_variation=0.0, mean_exposures=40.0)
+CORNER = (150.0, 2.125)
+
+
+@pytest.fixture(scope="module")
+def block(tmp_path_factory):
+    root = tmp_path_factory.mktemp("block")
+    cfg = MockConfig(**BLOCK)
+    write_mock_survey(root, cfg, progress=False)
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_shards(tiny_mock, tmp_path_factory):
+    root, _, files = tiny_mock
+    out = tmp_path_factory.mktemp("tiny_shards")
+    sets = {}
+    for sweep in files["sweeps"]:
+        stem = sweep.rsplit("/", 1)[1].removesuffix(".fits")
+        select_sweep(sweep, out / f"{stem}.parquet", out / f"{stem}.csv", SelectionConfig(), progress=False)
+        extract_sweep(out / f"{stem}.parquet", out / stem, SurveyTree(root), size=101, max_rows=8, progress=False)
+        sets[stem] = out
+    return root, out, sorted(sets)
+
+
+def _cutout_grid(extractor, ra, dec, brickname, size):
+    home = extractor.brick(brickname)
+    x, y = (float(v) for v in home.wcs.all_world2pix(ra, dec, 0))
+    x0, y0 = int(round(x)) - size // 2, int(round(y)) - size // 2
+    wcs = home.wcs.deepcopy()
+    wcs.wcs.crpix = wcs.wcs.crpix - np.array([x0, y0])
+    return wcs, home, x, y, x0, y0
+
+
+def test_101px_cutout_equals_brick_pixels_and_centres_the_object(tiny_shards):
+    root, out, sweeps = tiny_shards
+    tree = SurveyTree(root)
+    ex = CutoutExtractor(tree, 101)
+    checked = 0
+    for stem in sweeps:
+        shards = ShardSet(out / stem / "manifest.json")
+        assert len(shards.manifest["shards"]) > 1  # max_rows=8 splits the sweep
+        for i in range(len(shards)):
+            row = shards.index.iloc[i]
+            _, home, x, y, x0, y0 = _cutout_grid(ex, row.RA, row.DEC, row.BRICKNAME, 101)
+            h, w = home.shape
+            assert 0 <= x0 and x0 + 101 <= w and 0 <= y0 and y0 + 101 <= h  # fits in its own brick image
+            direct = np.array([fitsio.FITS(str(tree.coadd_path(row.BRICKNAME, b)))[1][y0:y0 + 101, x0:x0 + 101]
+                               for b in "grz"])
+            assert np.array_equal(shards[i], direct.astype(np.float16))  # exact up to fp16 rounding
+            assert abs(x - (x0 + 50)) <= 0.5 and abs(y - (y0 + 50)) <= 0.5
+            assert row.CENTER_DX == pytest.approx(x - (x0 + 50)) and row.CENTER_DY == pytest.approx(y - (y0 + 50))
+            checked += 1
+    assert checked > 20
+
+
+def test_201px_cutouts_at_brick_corners_match_direct_rendering(block):
+    """Tolerance: pixels from the home brick equal the rendering to 1e-3 relative + 2e-4 nmgy
+    (fp16 and the 1e-4 nmgy RICE quantisation); pixels resampled from a neighbouring brick
+    (Lanczos-3 across tangent planes) to 1% of the cutout's peak."""
+    root, cfg = block
+    tree = SurveyTree(root)
+    sky = MockSky(cfg)
+    comps = sky.components()
+    near = [s for s in sky.sources if s.type != "PSF" and
+            np.hypot((s.ra - CORNER[0]) * np.cos(np.radians(s.dec)), s.dec - CORNER[1]) * 3600 < 10]
+    assert len(near) >= 4  # one near the shared corner in each of the four bricks
+    grid = BrickGrid.build()
+    ex = CutoutExtractor(tree, 201, zero_is_missing=False)  # noise-free: empty sky is 0
+    used_neighbours = 0
+    for src in near:
+        brick = grid.lookup(src.ra, src.dec)[0]["BRICKNAME"].decode()
+        cube, info = ex.cutout(src.ra, src.dec, brick)
+        assert cube is not None and info["FRAC_MISSING_G"] == 0
+        wcs, home, *_ , x0, y0 = _cutout_grid(ex, src.ra, src.dec, brick, 201)
+        h, w = home.shape
+        yy, xx = np.mgrid[0:201, 0:201]
+        from_home = (xx + x0 >= 0) & (xx + x0 < w) & (yy + y0 >= 0) & (yy + y0 < h)
+        assert (~from_home).any() and info["FLAGS"] & FLAG_FROM_NEIGHBOURS
+        used_neighbours += 1
+        for b, band in enumerate("grz"):
+            direct = render_image(comps, wcs, (201, 201), PSF_FWHM[band], b)
+            got = cube[b].astype(np.float16).astype(np.float64)
+            diff = np.abs(got - direct)
+            assert np.all(diff[from_home] <= 1e-3 * np.abs(direct[from_home]) + 2e-4)
+            assert diff[~from_home].max() <= 0.01 * direct.max()
+    assert used_neighbours >= 4
+
+
+def test_failures_are_recorded_with_reasons(block, tmp_path):
+    root, cfg = block
+    grid = BrickGrid.build()
+    b = grid.lookup(150.1, 2.0)[0]
+    objs = pd.DataFrame({
+        "RELEASE": [10000] * 4, "BRICKID": [1, 2, 3, int(b["BRICKID"])], "OBJID": [0, 0, 0, 5],
+        "BRICKNAME": ["0001p000", b["BRICKNAME"].decode(), b["BRICKNAME"].decode(), b["BRICKNAME"].decode()],
+        "RA": [0.1, 151.5, float(b["RA"]) + 0.1305, 150.1], "DEC": [0.0, 2.0, 2.0, 2.0],
+        "TYPE": ["SER"] * 4, "REGION": ["DECaLS"] * 4, "ZEXP_BIN": ["3"] * 4, "MAG_Z": [19.0] * 4})
+    objs.to_parquet(tmp_path / "objects.parquet")
+    m = extract_sweep(tmp_path / "objects.parquet", tmp_path / "cut", SurveyTree(root), size=101,
+                      max_missing=0.3, zero_is_missing=False, progress=False)
+    assert m["counts"] == {"selected": 4, "written": 1, "failed": 3}
+    fails = pq.read_table(tmp_path / "cut/failures.parquet").to_pandas().set_index("BRICKID")["reason"]
+    # no such brick file; a position off its brick's image; the outer edge of the block (half empty)
+    assert fails.to_dict() == {1: "brick_file_missing", 2: "off_image", 3: "mostly_empty"}
+
+
+def test_shard_reader_batches_keys_and_checksums(tiny_shards):
+    _, out, sweeps = tiny_shards
+    shards = ShardSet(out / sweeps[0] / "manifest.json")
+    m = shards.manifest
+    assert m["dtype"] == "float16" and m["bands"] == ["g", "r", "z"] and m["units"] == "nanomaggy"
+    assert m["counts"]["selected"] == m["counts"]["written"] + m["counts"]["failed"]
+    assert m["counts"]["selected"] == pq.read_table(out / f"{sweeps[0]}.parquet").num_rows
+    seen = 0
+    for images, rows in shards.batches(batch_size=32):
+        assert images.dtype.__str__() == "torch.float16" and tuple(images.shape[1:]) == (3, 101, 101)
+        assert len(rows) == images.shape[0]
+        key = tuple(int(rows.iloc[0][k]) for k in ("RELEASE", "BRICKID", "OBJID"))
+        assert np.array_equal(shards.get(key), images[0].numpy())
+        seen += images.shape[0]
+    assert seen == len(shards) == len(shards.index)
+    shards.verify()
+    assert isinstance(shards.arrays[0], np.memmap)
+    with pytest.raises(KeyError, match="not in"):
+        shards.get((1, 2, 3))
+    # a damaged shard is caught by its checksum; a missing one by the reader
+    arr = out / sweeps[0] / m["shards"][0]["array"]
+    data = bytearray(arr.read_bytes())
+    data[-1] ^= 0xFF
+    arr.write_bytes(bytes(data))
+    with pytest.raises(LensfinderError, match="does not match its checksum"):
+        ShardSet(out / sweeps[0] / "manifest.json").verify()
+    arr.unlink()
+    with pytest.raises(LensfinderError, match="is missing: re-run its cutouts job"):
+        ShardSet(out / sweeps[0] / "manifest.json")
+
+
+def test_lanczos_shift_moves_a_band_limited_image():
+    yy, xx = np.mgrid[0:41, 0:41].astype(float)
+    img = np.exp(-((xx - 20.3) ** 2 + (yy - 19.6) ** 2) / (2 * 2.0**2))
+    shifted = lanczos_shift(img, 0.3, -0.4)  # point (20.3, 19.6) -> (20, 20), minus 3 px a side
+    yy2, xx2 = np.mgrid[0:35, 0:35].astype(float)
+    expect = np.exp(-((xx2 + 3 - 20.0) ** 2 + (yy2 + 3 - 20.0) ** 2) / (2 * 2.0**2))
+    assert np.abs(shifted - expect).max() < 5e-3  # Lanczos-3 on a sigma = 2 px Gaussian
+
+
+def test_service_backend_agrees_with_brick_backend(block, tmp_path):
+    """Same shape, band order and orientation; values equal within what sub-pixel
+    resampling makes (server: cubic spline; bricks: Lanczos-3 recentring):
+    max |difference| <= 2% of the cutout's peak."""
+    root, cfg = block
+    sky = MockSky(cfg)
+    grid = BrickGrid.build()
+    targets = [s for s in sky.sources if s.type in ("DEV", "SER", "EXP") and s.flux[2] > 20][:5]
+    assert targets
+    ex = CutoutExtractor(SurveyTree(root), 101, recentre=True, zero_is_missing=False)
+    with CutoutServer(root, delay_s=0.05) as server:
+        service = CutoutService(server.url, cache_dir=tmp_path / "cache", max_workers=2, backoff_s=0.01)
+        fetched = service.fetch_many([(s.ra, s.dec) for s in targets], size=101)
+        assert server.max_in_flight <= 2 and server.requests == len(targets)
+        for src, remote in zip(targets, fetched):
+            local, info = ex.cutout(src.ra, src.dec, grid.lookup(src.ra, src.dec)[0]["BRICKNAME"].decode())
+            assert remote.shape == local.shape == (3, 101, 101)
+            assert np.unravel_index(np.argmax(remote[2]), (101, 101)) == np.unravel_index(np.argmax(local[2]), (101, 101))
+            assert np.abs(remote - local).max() <= 0.02 * local.max()
+            assert remote[0].sum() < remote[2].sum() if src.flux[0] < src.flux[2] else True  # band order g, r, z
+        service.fetch(targets[0].ra, targets[0].dec, 101)
+        assert server.requests == len(targets)  # served from the cache
+
+
+def test_service_retries_then_succeeds_and_fails_clearly(block, tmp_path):
+    root, cfg = block
+    with CutoutServer(root, fail_first=2) as server:
+        cube = CutoutService(server.url, retries=3, backoff_s=0.01).fetch(150.1, 2.0, 31)
+        assert cube.shape == (3, 31, 31) and server.requests == 3
+    with CutoutServer(root, always_fail=True) as server:
+        with pytest.raises(LensfinderError, match=r"cutout\.fits\?ra=150\.1000000.*failed after 3 attempt\(s\): HTTP 503"):
+            CutoutService(server.url, retries=2, backoff_s=0.01).fetch(150.1, 2.0, 31)
+        assert server.requests == 3
+    with CutoutServer(root) as server:
+        with pytest.raises(LensfinderError, match="failed after 1 attempt"):
+            CutoutService(server.url + "/nope", retries=3, backoff_s=0.01).fetch(150.1, 2.0, 31)  # 404: no retry

@@ -1,0 +1,21 @@
+# Cutout shards: one job per sweep, objects grouped by brick.
+
+
+rule cutouts:
+    input:
+        objects=f"{RESULTS}/objects/{{sweep}}.parquet",
+        survey=survey_ready(),
+    output:
+        manifest=f"{RESULTS}/cutouts/{{sweep}}/manifest.json",
+    log:
+        f"{RESULTS}/logs/cutouts/{{sweep}}.log",
+    params:
+        cutouts=config["cutouts"],
+        survey=config["survey"],
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/lensfinder.yaml"
+    script:
+        "../scripts/cutouts.py"

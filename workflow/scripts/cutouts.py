@@ -1,0 +1,18 @@
+from pathlib import Path
+
+from lensfinder.cutouts import extract_sweep
+from lensfinder.workflow import run_step, survey_tree
+
+c = snakemake.params.cutouts
+run_step(
+    snakemake,
+    lambda: extract_sweep(
+        snakemake.input.objects,
+        Path(snakemake.output.manifest).parent,
+        survey_tree({"survey": snakemake.params.survey}),
+        size=c["size"],
+        recentre=c["recentre"],
+        max_missing=c["max_missing"],
+        max_rows=c["shard_rows"],
+    ),
+)
