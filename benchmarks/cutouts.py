@@ -1,0 +1,88 @@
+"""Cutout throughput on full-size (3600 x 3600) mock bricks, beside the floor of reading
+the same sections, and shard read throughput from memory-mapped fp16 shards.
+
+    python benchmarks/cutouts.py [--objects 2000] [--size 101]
+
+Prints cutouts per second per core (one process) and the ratios:
+  extraction / section-read floor (decompressing the touched tiles only, 3 bands);
+  shard read (cutouts/s, batches of 1024) from the page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import fitsio
+import numpy as np
+import pandas as pd
+
+from lensfinder.cutouts import CutoutExtractor, extract_sweep
+from lensfinder.mock import MockConfig, write_mock_survey
+from lensfinder.shards import ShardSet
+from lensfinder.survey import BrickGrid, SurveyTree
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--objects", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=101)
+    ap.add_argument("--workdir", default=None, help="keep the mock here (default: a temporary directory)")
+    args = ap.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="lensfinder-bench-"))
+    root = work / "mock"
+    cfg = MockConfig(n_bricks_ra=2, n_bricks_dec=1, galaxies=300, stars=50, lenses=2, lookalikes=0, seed=11)
+    if not (root / "mock.json").exists():
+        print("writing a 2-brick full-size mock ...", flush=True)
+        write_mock_survey(root, cfg, progress=False)
+    tree = SurveyTree(root)
+    grid = BrickGrid.build()
+    bricks = [b for b in grid.bricks_in_box(149.75, 150.25, 1.9, 2.1)]
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(args.objects):
+        b = bricks[i % len(bricks)]
+        ra, dec = rng.uniform(b["RA1"], b["RA2"]), rng.uniform(b["DEC1"], b["DEC2"])
+        rows.append({"RELEASE": 10000, "BRICKID": int(b["BRICKID"]), "OBJID": i, "BRICKNAME": b["BRICKNAME"].decode(),
+                     "RA": ra, "DEC": dec, "TYPE": "SER", "REGION": "DECaLS", "ZEXP_BIN": "3", "MAG_Z": 19.0})
+    objects = pd.DataFrame(rows)
+    objects.to_parquet(work / "objects.parquet")
+
+    # floor: the same 3-band sections, read with fitsio, brick by brick (files opened once)
+    ex = CutoutExtractor(tree, args.size)
+    half = args.size // 2
+    sections = []
+    for r in objects.sort_values(["BRICKNAME", "OBJID"]).itertuples():
+        home = ex.brick(r.BRICKNAME)
+        x, y = home.wcs.all_world2pix(r.RA, r.DEC, 0)
+        sections.append((r.BRICKNAME, int(round(float(x))) - half, int(round(float(y))) - half))
+    files = {name: [fitsio.FITS(str(tree.coadd_path(name, b))) for b in "grz"] for name, _, _ in sections}
+    t0 = time.perf_counter()
+    for name, x0, y0 in sections:
+        for f in files[name]:
+            f[1][max(y0, 0) : y0 + args.size, max(x0, 0) : x0 + args.size]
+    floor = len(sections) / (time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    extract_sweep(work / "objects.parquet", work / "shards", tree, size=args.size, progress=False)
+    rate = len(objects) / (time.perf_counter() - t0)
+
+    shards = ShardSet(work / "shards" / "manifest.json")
+    for _ in shards.batches(1024):  # warm the page cache (and import torch)
+        pass
+    t0 = time.perf_counter()
+    n = sum(len(images) for _ in range(10) for images, _ in shards.batches(1024))
+    read = n / (time.perf_counter() - t0)
+
+    print(f"cutout size {args.size} px, {len(objects)} objects on {len(bricks)} full-size bricks, 1 core")
+    print(f"section-read floor (3 bands, fitsio):  {floor:8.0f} cutouts/s")
+    print(f"lensfinder extraction to fp16 shards:  {rate:8.0f} cutouts/s")
+    print(f"ratio extraction / floor:              {rate / floor:8.2f}")
+    print(f"shard read (memory-mapped, torch):     {read:8.0f} cutouts/s")
+    print(f"ratio shard read / extraction:         {read / rate:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
