@@ -116,3 +116,8 @@ def test_run_writes_cutout_shards_for_every_sweep_and_counts_add_up(tiny_run):
         assert counts == {"selected": selected, "written": len(shards), "failed": failed}
         assert selected == len(shards) + failed > 0
         assert (work / f"results/mock/logs/cutouts/{sweep}.log").exists()
+
+
+def test_workflow_passes_snakemake_lint(tmp_path):
+    proc = run_snakemake(make_workdir(tmp_path, tiny_config()), "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout

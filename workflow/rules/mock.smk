@@ -13,7 +13,6 @@ if config["survey"]["source"] == "mock":
         log:
             "logs/mock_survey.log",
         params:
-            root=config["survey"]["root"],
             mock=config["mock"],
         conda:
             "../../envs/lensfinder.yaml"

@@ -1,4 +1,7 @@
+from pathlib import Path
+
 from lensfinder.mock import MockConfig, write_mock_survey
 from lensfinder.workflow import run_step
 
-run_step(snakemake, lambda: write_mock_survey(snakemake.params.root, MockConfig.from_dict(snakemake.params.mock)))
+root = Path(snakemake.output.manifest[0]).parent  # <root>/mock.json
+run_step(snakemake, lambda: write_mock_survey(root, MockConfig.from_dict(snakemake.params.mock)))
