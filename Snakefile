@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/mock.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/cutouts.smk"
+include: "workflow/rules/trainset.smk"
 
 
 rule all:

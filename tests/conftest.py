@@ -15,7 +15,8 @@ from lensfinder.mock import MockConfig, write_mock_survey
 REPO = Path(__file__).resolve().parents[1]
 
 # Two bricks on either side of RA 150 (a sweep boundary): two sweep files, ~15 s to write.
-TINY_MOCK = dict(n_bricks_ra=2, n_bricks_dec=1, galaxies=250, stars=60, lenses=4, lookalikes=3, seed=7)
+TINY_MOCK = dict(n_bricks_ra=2, n_bricks_dec=1, galaxies=250, stars=60, lenses=8, lookalikes=3, seed=7,
+                 mean_exposures=4.0)
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +55,12 @@ def default_config() -> dict:
 
 
 def tiny_config(**survey) -> dict:
+    """The default config with the tiny mock; with a tree root, its catalogue and truth."""
     cfg = default_config()
     cfg["mock"].update(TINY_MOCK)
     cfg["survey"].update(survey)
+    if survey.get("source") == "tree":
+        root = survey["root"]
+        cfg["lens_catalogs"] = [{"path": f"{root}/catalogues/known_lenses.csv"}]
+        cfg["trainset"]["truth"] = f"{root}/truth/lenses.csv"
     return cfg

@@ -53,16 +53,20 @@ def test_run_generates_mock_and_selects_every_sweep(tiny_run):
 
 def test_real_tree_mode_reads_an_existing_tree_without_generating_it(tiny_mock, tmp_path):
     root, _, _ = tiny_mock
-    cfg = tiny_config(source="tree", root=str(root), sweeps=["sweep-150p000-155p005"])
+    cfg = tiny_config(source="tree", root=str(root))
     work = make_workdir(tmp_path, cfg)
     dry = run_snakemake(work, "-n")
-    assert "mock_survey" not in dry.stdout and "sweep-145p000-150p005" not in dry.stdout
+    assert "mock_survey" not in dry.stdout
     run_snakemake(work)
-    assert pq.read_table(work / "results/mock/objects/sweep-150p000-155p005.parquet").num_rows > 0
-    # a box picks the sweeps it overlaps
+    for sweep in SWEEPS:
+        assert pq.read_table(work / f"results/mock/objects/{sweep}.parquet").num_rows > 0
+    assert (work / "results/mock/trainset/labels.parquet").exists()
+    # a list of sweeps, or a box, picks the sweeps to process
+    cfg["survey"]["sweeps"] = ["sweep-150p000-155p005"]
+    dry = run_snakemake(make_workdir(tmp_path / "list", cfg), "-n")
+    assert "sweep-150p000-155p005.parquet" in dry.stdout and "sweep-145p000-150p005" not in dry.stdout
     cfg["survey"]["sweeps"] = {"ra_min": 146, "ra_max": 149, "dec_min": 0, "dec_max": 3}
-    work2 = make_workdir(tmp_path / "box", cfg)
-    dry = run_snakemake(work2, "-n")
+    dry = run_snakemake(make_workdir(tmp_path / "box", cfg), "-n")
     assert "sweep-145p000-150p005" in dry.stdout and "sweep-150p000-155p005" not in dry.stdout
 
 
@@ -93,7 +97,7 @@ def test_truncated_sweep_stops_its_job_with_the_file_named(tiny_mock, tmp_path):
     data = open(files["sweeps"][0], "rb").read()
     (sweep_dir / "sweep-145p000-150p005.fits").write_bytes(data[: len(data) // 2])
     work = make_workdir(tmp_path, tiny_config(source="tree", root=str(tree)))
-    proc = run_snakemake(work, check=False)
+    proc = run_snakemake(work, "results/mock/objects/sweep-145p000-150p005.parquet", check=False)
     assert proc.returncode != 0
     assert "lensfinder error in rule select: sweep file" in proc.stdout
     assert "sweep-145p000-150p005.fits is truncated" in proc.stdout and "re-download it" in proc.stdout
@@ -121,3 +125,18 @@ def test_run_writes_cutout_shards_for_every_sweep_and_counts_add_up(tiny_run):
 def test_workflow_passes_snakemake_lint(tmp_path):
     proc = run_snakemake(make_workdir(tmp_path, tiny_config()), "--lint")
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout
+
+
+def test_run_builds_the_training_set(tiny_run):
+    import json
+
+    work, dry, _ = tiny_run
+    assert "trainset" in dry.stdout
+    out = work / "results/mock/trainset"
+    summary = json.loads((out / "summary.json").read_text())
+    labels = pq.read_table(out / "labels.parquet").to_pandas()
+    assert summary["lenses"] == int((labels.LABEL == 1).sum()) > 0
+    assert summary["nonlenses"] == int((labels.LABEL == 0).sum()) > 0
+    assert "hidden_lenses" in summary and set(labels.SPLIT) == {"train", "val"}
+    for name in ("cutouts.npy", "exclusions.parquet", "summary.png", "review.csv"):
+        assert (out / name).exists()

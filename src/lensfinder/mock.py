@@ -48,6 +48,7 @@ DEPTH_1EXP = {"g": 23.4, "r": 22.8, "z": 21.9}
 EXTINCTION_R = {"G": 3.214, "R": 2.165, "I": 1.592, "Z": 1.211, "W1": 0.184, "W2": 0.113, "W3": 0.0241, "W4": 0.0091}
 RELEASE_NUMBER = 10000
 TYPE_FRACTIONS = {"SER": 0.49, "DEV": 0.18, "REX": 0.22, "EXP": 0.11}  # DR10 z < 20 non-PSF
+DEFLECTOR_TYPES = {"SER": 0.70, "DEV": 0.19, "REX": 0.08, "EXP": 0.03}  # paper IV's training lenses
 
 
 @dataclass
@@ -58,15 +59,15 @@ class MockConfig:
     ra_center: float = 150.0  # RA 150 is a sweep boundary: the mock straddles two sweeps
     dec_center: float = 2.0
     n_bricks_ra: int = 4
-    n_bricks_dec: int = 2
+    n_bricks_dec: int = 3
     image_size: int = 3600
-    galaxies: int = 1000  # field galaxies down to z = 22.5
-    stars: int = 250
-    lenses: int = 12
+    galaxies: int = 1500  # field galaxies down to z = 22.5
+    stars: int = 300
+    lenses: int = 20
     lookalikes: int = 12  # split evenly between blue companions, spirals and rings
     catalogued_fraction: float = 0.6
     noise: bool = True
-    mean_exposures: float = 4.0  # mean NOBS per band
+    mean_exposures: float = 5.5  # mean NOBS per band (Poisson across the area)
     psf_variation: float = 0.08  # per-brick PSF FWHM scatter (fraction)
 
     @classmethod
@@ -285,7 +286,8 @@ class MockSky:
         rng = self.rng
         ra, dec = self._random_position(margin_arcsec=2.0)
         trans = self.transmission(ra, dec)
-        gtype = "DEV" if rng.random() < 0.5 else "SER"
+        types, p = zip(*DEFLECTOR_TYPES.items())
+        gtype = str(rng.choice(types, p=p))
         defl = _galaxy(rng, ra, dec, rng.uniform(17.0, 19.5), gtype, trans, red=True, size_scale=1.3)
         defl.kind = "lens"
         theta_e = float(rng.uniform(1.0, 3.0))

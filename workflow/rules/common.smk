@@ -25,9 +25,17 @@ def survey_ready():
     return []
 
 
+def trainset_extra_inputs():
+    """Files the training set reads besides objects, cutouts and catalogues."""
+    t = config["trainset"]
+    files = [t[k] for k in ("previous_model", "rejections", "truth") if t.get(k)]
+    return files + list(t.get("exclude", []))
+
+
 def final_targets():
     return [
         *expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
         f"{RESULTS}/objects/selection_counts.csv",
         *expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
+        f"{RESULTS}/trainset/labels.parquet",
     ]

@@ -1,0 +1,381 @@
+"""The labelled training sample: positives from lens catalogues, stratified nonlenses,
+contamination filtering with every exclusion recorded, and a stratified split.
+
+Recipe (papers III and IV):
+
+1. Positives: every catalogued system (optionally of the allowed grades) matched to its
+   nearest selected object within ``match_radius_arcsec``.
+2. Nonlenses: in each stratum (TYPE x REGION x ZEXP_BIN) draw ``ratio`` nonlenses per lens
+   at random from the selected objects (seeded).
+3. Contamination filtering of each drawn nonlens, in this order:
+   a. ``near_known_system``: within ``filter_radius_arcsec`` (default: the cutout
+      half-width, so no known system lies inside its cutout) of any catalogued system,
+      low-grade candidates included;
+   b. with a previous model: scored; those >= ``review_threshold`` go to the review table
+      (with a mosaic); ``rejected_by_inspection`` if listed in the rejections file;
+      ``auto_threshold`` if >= the optional automatic threshold;
+   c. ``excluded_by_list``: listed in a user exclusion file.
+   Removed nonlenses are replaced by further draws from the same stratum until the ratio
+   is met or the stratum runs out, which is reported (``shortfall``), never silent.
+4. Split: ``validation_fraction`` of each (stratum, label) group to validation (seeded).
+
+Every object that is considered and not used is in ``exclusions.parquet`` with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .catalogs import CatalogSpec, grade_ok, union_catalogs
+from .crossmatch import nearest, within
+from .errors import LensfinderError, atomic_path
+from .shards import KEY, ShardSet
+
+log = logging.getLogger(__name__)
+PIXSCALE = 0.262
+
+
+@dataclass
+class TrainsetConfig:
+    match_radius_arcsec: float = 1.5
+    dedup_radius_arcsec: float = 2.0
+    grades: list | None = None  # positives' grades, e.g. [A, B]; None: all
+    ratio: float = 100.0  # nonlens : lens in every stratum (paper IV 100; paper III 33)
+    seed: int = 1
+    filter_radius_arcsec: float | None = None  # default: cutout half-width
+    previous_model: str | None = None
+    review_threshold: float = 0.4  # paper III 0.1, paper IV 0.4
+    rejections: str | None = None  # CSV with RELEASE, BRICKID, OBJID judged lenses by eye
+    auto_threshold: float | None = None
+    exclude: list = field(default_factory=list)  # CSVs with RELEASE, BRICKID, OBJID
+    validation_fraction: float = 0.3
+    strict: bool = False
+    truth: str | None = None  # mock truth table: counts hidden lenses among nonlenses
+    service_url: str | None = None  # fetch positives lacking a local cutout
+    service_layer: str = "ls-dr10"
+    review_mosaic_max: int = 60
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**(d or {}))
+
+
+def key_tuples(frame) -> list:
+    return list(zip(*(frame[k].astype(np.int64).tolist() for k in KEY)))
+
+
+def read_key_list(path) -> set:
+    """Keys (RELEASE, BRICKID, OBJID) listed in a CSV (header required, any column case)."""
+    path = Path(path)
+    if not path.exists():
+        raise LensfinderError(f"key list {path} does not exist: check trainset.rejections / trainset.exclude")
+    frame = pd.read_csv(path)
+    frame.columns = [c.upper() for c in frame.columns]
+    missing = [k for k in KEY if k not in frame.columns]
+    if missing:
+        raise LensfinderError(f"key list {path} lacks column(s) {missing}: list objects by RELEASE, BRICKID, OBJID")
+    return set(key_tuples(frame))
+
+
+class CutoutSource:
+    """Cutouts by key across every sweep's shard set."""
+
+    def __init__(self, manifests):
+        self.sets = [ShardSet(m) for m in manifests]
+        self.where = {}
+        for s_i, s in enumerate(self.sets):
+            for r_i, key in enumerate(key_tuples(s.index)):
+                self.where[key] = (s_i, r_i)
+        shapes = {tuple(s.manifest["shape"]) for s in self.sets}
+        if len(shapes) > 1:
+            raise LensfinderError(f"cutout shards of different shapes {sorted(shapes)}: re-run cutouts with one size")
+        self.shape = shapes.pop() if shapes else None
+
+    def has(self, key) -> bool:
+        return key in self.where
+
+    def get(self, key) -> np.ndarray:
+        s_i, r_i = self.where[key]
+        return np.asarray(self.sets[s_i][r_i])
+
+    def stack(self, keys) -> np.ndarray:
+        return np.stack([self.get(k) for k in keys]) if keys else np.zeros((0, *self.shape), np.float16)
+
+
+def stratum_of(frame) -> pd.Series:
+    return frame["TYPE"].astype(str) + "|" + frame["REGION"].astype(str) + "|" + frame["ZEXP_BIN"].astype(str)
+
+
+def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, out_dir, progress=True) -> dict:
+    """Build the training set in ``out_dir``; returns the summary dict."""
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(cfg.seed)
+    objects = pd.concat([pd.read_parquet(p) for p in object_paths], ignore_index=True)
+    objects["STRATUM"] = stratum_of(objects)
+    objects["KEY"] = key_tuples(objects)
+    cutouts = CutoutSource(manifests)
+    size = cutouts.shape[-1] if cutouts.shape else 101
+    filter_radius = cfg.filter_radius_arcsec if cfg.filter_radius_arcsec is not None else (size // 2) * PIXSCALE
+    systems, problems = union_catalogs([CatalogSpec.from_dict(s) for s in catalog_specs], cfg.dedup_radius_arcsec, cfg.strict)
+    exclusions = []
+
+    def exclude(row, reason, detail=""):
+        exclusions.append({**{k: int(row[k]) for k in KEY}, "RA": float(row["RA"]), "DEC": float(row["DEC"]),
+                           "reason": reason, "detail": detail})
+
+    # 1. positives
+    usable = systems[grade_ok(systems["grade"], cfg.grades)].reset_index(drop=True)
+    idx, sep = nearest(usable["ra"].to_numpy(), usable["dec"].to_numpy(), objects["RA"].to_numpy(),
+                       objects["DEC"].to_numpy(), cfg.match_radius_arcsec)
+    usable["object"], usable["sep_arcsec"] = idx, sep
+    matched = usable[usable["object"] >= 0].sort_values("sep_arcsec").drop_duplicates("object")
+    positives = objects.iloc[matched["object"].to_numpy()].copy()
+    positives["SYSTEM_NAME"] = matched["name"].to_numpy()
+    positives["SOURCE_CATALOG"] = matched["catalogs"].to_numpy()
+    fetched = {}
+    keep = []
+    for _, row in positives.iterrows():
+        if cutouts.has(row["KEY"]):
+            keep.append(True)
+        elif cfg.service_url:
+            fetched[row["KEY"]] = _fetch_from_service(cfg, row, size, out_dir)
+            keep.append(True)
+        else:
+            exclude(row, "positive_without_cutout", "its cutout failed; set trainset.service_url to fetch it")
+            keep.append(False)
+    positives = positives[np.array(keep, dtype=bool)]
+    if positives.empty:
+        raise LensfinderError(
+            "no catalogued lens matches a selected object with a cutout: check lens_catalogs, "
+            "trainset.match_radius_arcsec and trainset.grades (an empty training set is never written)"
+        )
+    positive_keys = set(positives["KEY"])
+
+    # 2-3. nonlenses, stratum by stratum, filtered as drawn
+    scorer = None
+    if cfg.previous_model:
+        from .scoring import load_scorer
+
+        scorer = load_scorer(cfg.previous_model)
+    rejected = read_key_list(cfg.rejections) if cfg.rejections else set()
+    excluded = set().union(*(read_key_list(p) for p in cfg.exclude)) if cfg.exclude else set()
+    hidden = _hidden_lens_keys(cfg.truth)
+    pool = objects[~objects["KEY"].isin(positive_keys)]
+    near = within(pool["RA"].to_numpy(), pool["DEC"].to_numpy(), systems["ra"].to_numpy(), systems["dec"].to_numpy(),
+                  filter_radius)
+    pool = pool.assign(NEAR_SYSTEM=near)
+    strata_rows, nonlenses, review = [], [], []
+    counts_b = {"hidden_before_b": 0, "hidden_after_b": 0}
+    for stratum, n_pos in positives["STRATUM"].value_counts().sort_index().items():
+        target = int(round(cfg.ratio * n_pos))
+        cand = pool[pool["STRATUM"] == stratum].sort_values(list(KEY))
+        cand = cand.iloc[rng.permutation(len(cand))]
+        accepted = []
+        pos = 0
+        while len(accepted) < target and pos < len(cand):
+            chunk = cand.iloc[pos : pos + (target - len(accepted))]
+            pos += len(chunk)
+            accepted += _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hidden, exclude, review, counts_b)
+        short = target - len(accepted)
+        if short > 0:
+            msg = (f"stratum {stratum}: {len(accepted)} nonlenses for {n_pos} lens(es), {short} short of "
+                   f"ratio {cfg.ratio:g} ({len(cand)} candidates)")
+            if len(cand) == 0 and cfg.strict:
+                raise LensfinderError(msg + "; trainset.strict is on")
+            log.warning(msg)
+        strata_rows.append({"stratum": stratum, "lenses": int(n_pos), "target_nonlenses": target,
+                            "nonlenses": len(accepted), "shortfall": max(short, 0), "candidates": len(cand)})
+        nonlenses += accepted
+    nonlens_frame = pd.DataFrame(nonlenses) if nonlenses else pool.iloc[:0]
+    nonlens_frame = nonlens_frame.assign(SYSTEM_NAME="", SOURCE_CATALOG="random")
+    table = pd.concat([positives.assign(LABEL=1), nonlens_frame.assign(LABEL=0)], ignore_index=True)
+    if "SCORE_PREVIOUS" not in table:
+        table["SCORE_PREVIOUS"] = np.nan
+
+    # 4. split, stratified by (stratum, label)
+    table["SPLIT"] = "train"
+    for _, group in table.groupby(["STRATUM", "LABEL"], sort=True):
+        order = rng.permutation(group.index.to_numpy())
+        n_val = int(round(cfg.validation_fraction * len(order)))
+        table.loc[order[:n_val], "SPLIT"] = "val"
+    table = table.sort_values(["SPLIT", "LABEL", "STRATUM", *KEY], ascending=[True, False, True, True, True, True])
+    table = table.reset_index(drop=True)
+    table["ROW"] = np.arange(len(table))
+
+    images = np.stack([fetched[k] if k in fetched else cutouts.get(k) for k in table["KEY"]]).astype(np.float16)
+    hidden_in_final = int(table["KEY"].isin(hidden).sum()) if hidden else None
+    summary = _summary(table, strata_rows, exclusions, problems, systems, usable, matched, counts_b, hidden,
+                       hidden_in_final, cfg, filter_radius)
+    _write_outputs(out_dir, table, images, exclusions, summary, review, cutouts, cfg)
+    return summary
+
+
+def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hidden, exclude, review, counts_b):
+    """Steps a, b, c on a chunk of drawn nonlenses; returns the accepted rows (dicts)."""
+    accepted = []
+    rows = []
+    for _, row in chunk.iterrows():
+        if not cutouts.has(row["KEY"]):
+            exclude(row, "no_cutout", "its cutout failed (see the sweep's failures table)")
+        elif row["NEAR_SYSTEM"]:
+            exclude(row, "near_known_system", "a catalogued system lies within the filter radius")
+        else:
+            rows.append(row)
+    scores = np.full(len(rows), np.nan)
+    if rows and scorer is not None:
+        from .scoring import score_array
+
+        scores = score_array(scorer, cutouts.stack([r["KEY"] for r in rows]))
+    for row, score in zip(rows, scores):
+        is_hidden = row["KEY"] in hidden
+        counts_b["hidden_before_b"] += is_hidden
+        if scorer is not None and score >= cfg.review_threshold:
+            status = "kept"
+            if row["KEY"] in rejected:
+                status = "rejected_by_inspection"
+            elif cfg.auto_threshold is not None and score >= cfg.auto_threshold:
+                status = "auto_threshold"
+            review.append({**{k: int(row[k]) for k in KEY}, "RA": row["RA"], "DEC": row["DEC"], "TYPE": row["TYPE"],
+                           "STRATUM": row["STRATUM"], "score": float(score), "status": status})
+            if status != "kept":
+                exclude(row, status, f"previous-model score {score:.4f}")
+                continue
+        counts_b["hidden_after_b"] += is_hidden
+        if row["KEY"] in excluded:
+            exclude(row, "excluded_by_list", "listed in trainset.exclude")
+            continue
+        accepted.append({**row.to_dict(), "SCORE_PREVIOUS": float(score)})
+    return accepted
+
+
+def _hidden_lens_keys(truth_path) -> set:
+    if not truth_path:
+        return set()
+    truth = pd.read_csv(truth_path)
+    hidden = truth[~truth["catalogued"].astype(bool)]
+    return set(zip(hidden["release"].astype(int), hidden["brickid"].astype(int), hidden["objid"].astype(int)))
+
+
+def _fetch_from_service(cfg, row, size, out_dir):
+    from .service import CutoutService
+
+    service = CutoutService(cfg.service_url, layer=cfg.service_layer, cache_dir=out_dir / "service_cache")
+    return service.fetch(float(row["RA"]), float(row["DEC"]), size).astype(np.float16)
+
+
+def _summary(table, strata_rows, exclusions, problems, systems, usable, matched, counts_b, hidden, hidden_final,
+             cfg, filter_radius):
+    by_split = table.groupby(["STRATUM", "SPLIT", "LABEL"]).size().unstack(["SPLIT", "LABEL"], fill_value=0)
+    per_stratum = []
+    for row in strata_rows:
+        s = row["stratum"]
+        entry = dict(row)
+        for split in ("train", "val"):
+            for label, name in ((1, "lenses"), (0, "nonlenses")):
+                entry[f"{split}_{name}"] = int(by_split.get((split, label), pd.Series(dtype=int)).get(s, 0))
+        per_stratum.append(entry)
+    reasons = pd.Series([e["reason"] for e in exclusions], dtype=str).value_counts().to_dict()
+    summary = {
+        "lenses": int((table["LABEL"] == 1).sum()),
+        "nonlenses": int((table["LABEL"] == 0).sum()),
+        "ratio_target": cfg.ratio,
+        "split": {s: {"lenses": int(((table["SPLIT"] == s) & (table["LABEL"] == 1)).sum()),
+                      "nonlenses": int(((table["SPLIT"] == s) & (table["LABEL"] == 0)).sum())} for s in ("train", "val")},
+        "catalogued_systems": len(systems),
+        "systems_of_allowed_grade": len(usable),
+        "systems_matched_to_selected_objects": len(matched),
+        "filter_radius_arcsec": filter_radius,
+        "exclusions_by_reason": {k: int(v) for k, v in reasons.items()},
+        "catalogue_problems": problems,
+        "strata": per_stratum,
+        "strata_short": [r["stratum"] for r in strata_rows if r["shortfall"] > 0],
+    }
+    if hidden:
+        summary["hidden_lenses"] = {"among_nonlenses_before_step_b": int(counts_b["hidden_before_b"]),
+                                    "among_nonlenses_after_step_b": int(counts_b["hidden_after_b"]),
+                                    "in_final_sample_as_nonlenses": hidden_final}
+    return summary
+
+
+def _write_outputs(out_dir, table, images, exclusions, summary, review, cutouts, cfg):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cols = [*KEY, "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_Z", "SWEEP", "STRATUM", "LABEL", "SPLIT",
+            "SOURCE_CATALOG", "SYSTEM_NAME", "SCORE_PREVIOUS", "ROW"]
+    with atomic_path(out_dir / "cutouts.npy") as tmp:
+        np.save(tmp, images)
+    with atomic_path(out_dir / "labels.parquet") as tmp:
+        pq.write_table(pa.Table.from_pandas(table[cols], preserve_index=False), tmp)
+    excl_schema = pa.schema([(k, pa.int64()) for k in KEY] + [("RA", pa.float64()), ("DEC", pa.float64()),
+                                                               ("reason", pa.string()), ("detail", pa.string())])
+    with atomic_path(out_dir / "exclusions.parquet") as tmp:
+        pq.write_table(pa.Table.from_pylist(exclusions, schema=excl_schema), tmp)
+    review_frame = pd.DataFrame(review, columns=[*KEY, "RA", "DEC", "TYPE", "STRATUM", "score", "status"])
+    review_frame = review_frame.sort_values("score", ascending=False)
+    with atomic_path(out_dir / "review.csv") as tmp:
+        review_frame.to_csv(tmp, index=False)
+    _plot_review(out_dir / "review.png", review_frame, cutouts, cfg)
+    with atomic_path(out_dir / "summary.csv") as tmp:
+        pd.DataFrame(summary["strata"]).to_csv(tmp, index=False)
+    _plot_summary(out_dir / "summary.png", summary)
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1, default=str))
+
+
+def _plot_review(path, review_frame, cutouts, cfg):
+    """Mosaic of the nonlenses the previous model scored above the review threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .display import save_mosaic
+
+    top = review_frame.head(cfg.review_mosaic_max)
+    with atomic_path(path) as tmp:
+        if top.empty:
+            fig, ax = plt.subplots(figsize=(4, 1))
+            ax.axis("off")
+            ax.text(0.5, 0.5, "no nonlens above the review threshold" if cfg.previous_model else
+                    "no previous model configured", ha="center", va="center")
+            fig.savefig(tmp, dpi=100)
+            plt.close(fig)
+        else:
+            keys = key_tuples(top)
+            labels = [f"{b}/{o} p={s:.2f}" for (_, b, o), s in zip(keys, top["score"])]
+            save_mosaic(cutouts.stack(keys), tmp, labels)
+
+
+def _plot_summary(path, summary):
+    """Bar chart of lenses and nonlenses per stratum and split (for the report)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    strata = summary["strata"]
+    names = [s["stratum"] for s in strata]
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.5 * len(names) + 2), 6), sharex=True)
+    for ax, label in zip(axes, ("lenses", "nonlenses")):
+        tr = [s[f"train_{label}"] for s in strata]
+        va = [s[f"val_{label}"] for s in strata]
+        ax.bar(x, tr, label="train")
+        ax.bar(x, va, bottom=tr, label="validation")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    axes[1].set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+    axes[0].set_title(f"training set: {summary['lenses']} lenses, {summary['nonlenses']} nonlenses "
+                      f"(target ratio {summary['ratio_target']:g} per stratum)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
