@@ -13,6 +13,7 @@ include: "workflow/rules/mock.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/cutouts.smk"
 include: "workflow/rules/trainset.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,10 @@ def make_workdir(tmp_path: Path, config: dict) -> Path:
 def run_snakemake(workdir: Path, *args, check=True, timeout=900):
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
     # stderr merged into stdout: Snakemake writes its messages to either
-    proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    # as after `. .venv/bin/activate`: shell rules find this environment's python first
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-8000:]}")
     return proc
@@ -54,10 +58,17 @@ def default_config() -> dict:
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
+TINY_TRAIN = {"epochs": 2, "batch_size": 16, "lr": 0.002, "seed": 0}
+
+
 def tiny_config(**survey) -> dict:
-    """The default config with the tiny mock; with a tree root, its catalogue and truth."""
+    """The default config with the tiny mock and two quick models; with a tree root, its
+    catalogue and truth."""
     cfg = default_config()
     cfg["mock"].update(TINY_MOCK)
+    cfg["models"] = {"resnet": {"model": {"preset": "resnet_mini"}, "train": TINY_TRAIN},
+                     "shielded": {"model": {"preset": "resnet_mini", "params": {"shields": [None, 16, 16]}},
+                                  "train": TINY_TRAIN}}
     cfg["survey"].update(survey)
     if survey.get("source") == "tree":
         root = survey["root"]

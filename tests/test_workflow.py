@@ -140,3 +140,20 @@ def test_run_builds_the_training_set(tiny_run):
     assert "hidden_lenses" in summary and set(labels.SPLIT) == {"train", "val"}
     for name in ("cutouts.npy", "exclusions.parquet", "summary.png", "review.csv"):
         assert (out / name).exists()
+
+
+def test_run_trains_every_configured_model(tiny_run):
+    import pandas as pd
+
+    from lensfinder.train import load_checkpoint
+
+    work, dry, _ = tiny_run
+    for model in ("resnet", "shielded"):
+        out = work / f"results/mock/models/{model}"
+        metrics = pd.read_csv(out / "metrics.csv")
+        assert len(metrics) == 2 and metrics.val_auc.notna().all()
+        _, ck = load_checkpoint(out / "best.pt")
+        assert ck["best_auc"] == metrics.val_auc.max()
+        for name in ("last.pt", "curves.png", "roc_pr.png"):
+            assert (out / name).exists()
+        assert "trainable parameters" in (work / f"results/mock/logs/train/{model}.log").read_text()

@@ -1,4 +1,6 @@
 # Config validation, the sweep list and the paths every rule shares.
+import json
+
 from snakemake.utils import validate
 
 from lensfinder import workflow as lfw
@@ -12,6 +14,7 @@ SWEEPS = lfw.sweeps_to_process(config)
 
 wildcard_constraints:
     sweep=r"sweep-\d{3}[pm]\d{3}-\d{3}[pm]\d{3}",
+    model=r"[A-Za-z0-9_-]+",
 
 
 def sweep_file(wildcards):
@@ -38,4 +41,5 @@ def final_targets():
         f"{RESULTS}/objects/selection_counts.csv",
         *expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
         f"{RESULTS}/trainset/labels.parquet",
+        *expand(f"{RESULTS}/models/{{model}}/best.pt", model=list(config["models"])),
     ]

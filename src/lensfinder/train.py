@@ -1,0 +1,396 @@
+"""Data-parallel training of one model on the training set, keeping the best-AUC epoch.
+
+Launched by ``lensfinder-train`` (one process on a CPU or one GPU; ``torchrun`` over all
+GPUs of a node otherwise), or directly as ``torchrun -m lensfinder.train ...``:
+
+* every rank holds the (small) training set in memory, on its GPU when there is one;
+* each step takes one global batch from a permutation fixed by (seed, epoch), with the
+  augmentations drawn for the whole global batch, and each rank trains on its slice; batch
+  norm statistics span all ranks, so N ranks train like one rank with the same global batch;
+* bf16 autocast and channels_last on GPUs, optional torch.compile;
+* validation AUC after every epoch; ``best.pt`` (highest AUC, as paper IV selects) and
+  ``last.pt`` (the final state) are written atomically, and ``resume.pt`` after every epoch;
+* SIGTERM or SIGUSR1 (SLURM pre-emption) saves ``resume.pt`` at the next step and exits
+  with status 75; running the same command again resumes and ends with the same weights as
+  an uninterrupted run of the same seed on the same device. (``resume.pt`` is no declared
+  output, so Snakemake does not delete it before the re-run.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .errors import LensfinderError, atomic_path
+from .models import ModelSpec, count_parameters
+
+log = logging.getLogger("lensfinder.train")
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: run the same command again to resume
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128  # global batch, split over the ranks
+    lr: float = 5e-4
+    optimizer: str = "adam"  # adam (the papers) | sgd (momentum 0.9)
+    lr_milestones: list = field(default_factory=lambda: [80])  # epochs where lr *= lr_gamma
+    lr_gamma: float = 0.5
+    weight_decay: float = 0.0
+    imbalance: str = "none"  # none (plain BCE, as the papers) | weighted | oversample
+    flips: bool = True  # the 8 flips and 90-degree rotations
+    noise: float = 0.0  # extra Gaussian noise, up to this many nanomaggies (S22-style)
+    blur: float = 0.0  # extra Gaussian blur, sigma up to this many pixels
+    bf16: bool = True  # autocast on GPUs
+    channels_last: bool = True  # on GPUs
+    compile: bool = False
+    seed: int = 0
+    eval_batch_size: int = 512
+    num_threads: int | None = None
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise LensfinderError(f"training settings {sorted(unknown)} are unknown")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- helpers
+def file_sha256(path, chunk=1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def trainset_fingerprint(trainset_dir) -> str:
+    d = Path(trainset_dir)
+    return hashlib.sha256((file_sha256(d / "labels.parquet") + file_sha256(d / "cutouts.npy")).encode()).hexdigest()
+
+
+def load_trainset(trainset_dir):
+    d = Path(trainset_dir)
+    for name in ("labels.parquet", "cutouts.npy"):
+        if not (d / name).exists():
+            raise LensfinderError(f"training set file {d / name} does not exist: run the trainset rule first")
+    labels = pd.read_parquet(d / "labels.parquet")
+    images = np.load(d / "cutouts.npy", mmap_mode="r")
+    if len(images) != len(labels):
+        raise LensfinderError(f"{d / 'cutouts.npy'} has {len(images)} rows but {d / 'labels.parquet'} {len(labels)}")
+    return labels, images
+
+
+def augment(x, gen, cfg: TrainConfig):
+    """Flips/rotations (the dihedral group of the square), extra noise and blur.
+
+    Random choices come from ``gen`` for the whole global batch, so they do not depend
+    on how the batch is split over ranks.
+    """
+    n = x.shape[0]
+    if cfg.flips:
+        ops = torch.randint(0, 8, (n,), generator=gen)
+        out = torch.empty_like(x)
+        for op in range(8):
+            sel = (ops == op).nonzero().flatten().to(x.device)
+            if len(sel):
+                y = torch.rot90(x[sel], op % 4, dims=(-2, -1))
+                out[sel] = torch.flip(y, dims=(-1,)) if op >= 4 else y
+        x = out
+    if cfg.noise > 0:
+        amp = torch.rand(n, 1, 1, 1, generator=gen) * cfg.noise
+        x = x + (torch.randn(x.shape, generator=gen) * amp).to(x.device, x.dtype)
+    if cfg.blur > 0:
+        import torchvision.transforms.functional as TF
+
+        sigmas = torch.rand(n, generator=gen) * cfg.blur
+        x = torch.stack([TF.gaussian_blur(img[None], [7, 7], [float(s)] * 2)[0] if s > 0.05 else img
+                         for img, s in zip(x, sigmas)])
+    return x
+
+
+class Preemption:
+    """Remember SIGTERM / SIGUSR1 so the loop can checkpoint at the next step."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def any_rank(self, device) -> bool:
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
+        if dist.is_initialized():
+            dist.all_reduce(flag)
+        return bool(flag.item() > 0)
+
+
+def roc_auc(labels, scores) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if 0 < np.sum(labels) < len(labels) else float("nan")
+
+
+# ----------------------------------------------------------------------------- training
+class Trainer:
+    def __init__(self, trainset_dir, spec: ModelSpec, cfg: TrainConfig, out_dir):
+        self.spec, self.cfg, self.out = spec, cfg, Path(out_dir)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.cuda = torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{local}" if self.cuda else "cpu")
+        if self.cuda:
+            torch.cuda.set_device(self.device)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.cuda else "gloo")
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        if cfg.batch_size % self.world:
+            raise LensfinderError(f"batch_size {cfg.batch_size} is not divisible by the {self.world} ranks")
+        labels, images = load_trainset(trainset_dir)
+        self.fingerprint = trainset_fingerprint(trainset_dir)
+        train = labels[labels["SPLIT"] == "train"]
+        val = labels[labels["SPLIT"] == "val"]
+        if train.empty or val.empty or train["LABEL"].nunique() < 2:
+            raise LensfinderError(f"training set {trainset_dir} needs lenses and nonlenses in both splits")
+        # fp16 stays fp16 in memory (GPU-resident when there is a GPU); fp32 per batch.
+        self.x_train = torch.from_numpy(np.asarray(images[train["ROW"].to_numpy()])).to(self.device)
+        self.y_train = torch.tensor(train["LABEL"].to_numpy(), dtype=torch.float32, device=self.device)
+        self.x_val = torch.from_numpy(np.asarray(images[val["ROW"].to_numpy()])).to(self.device)
+        self.y_val = val["LABEL"].to_numpy()
+        self.val_keys = val[["RELEASE", "BRICKID", "OBJID"]].to_numpy()
+        self.cutout_shape = list(images.shape[1:])
+        torch.manual_seed(cfg.seed)
+        self.model = spec.build().to(self.device)
+        if self.cuda and cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.n_params = count_parameters(self.model)
+        self.net = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.net = DDP(self.model, device_ids=[self.device.index] if self.cuda else None)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+        if cfg.optimizer == "sgd":
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        else:
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
+        n_pos = float(self.y_train.sum())
+        self.pos_weight = (len(self.y_train) - n_pos) / n_pos if cfg.imbalance == "weighted" else None
+        self.history, self.best_auc, self.best_epoch = [], -1.0, -1
+        self.epoch, self.step = 0, 0
+        self.epoch_losses = []  # the current epoch's step losses (kept across a resume)
+        self.preempt = Preemption()
+
+    # -- state
+    def _checkpoint(self, full: bool, val_scores=None) -> dict:
+        ck = {
+            "format": "lensfinder-checkpoint-1",
+            "model_spec": self.spec.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "epoch": self.epoch, "step": self.step,
+            "n_parameters": self.n_params,
+            "train_config": asdict(self.cfg),
+            "trainset_fingerprint": self.fingerprint,
+            "cutout_shape": self.cutout_shape, "bands": ["g", "r", "z"], "units": "nanomaggy",
+            "history": self.history, "best_auc": self.best_auc, "best_epoch": self.best_epoch,
+            "epoch_losses": list(self.epoch_losses),
+        }
+        if full:
+            ck["optimizer"] = self.opt.state_dict()
+            ck["scheduler"] = self.sched.state_dict()
+        if val_scores is not None:
+            ck["val_keys"] = self.val_keys
+            ck["val_scores"] = val_scores
+        return ck
+
+    def _save(self, name, ck):
+        if self.rank == 0:
+            with atomic_path(self.out / name) as tmp:
+                torch.save(ck, tmp)
+
+    def resume(self) -> bool:
+        path = self.out / "resume.pt"
+        if not path.exists():
+            return False
+        ck = torch.load(path, map_location=self.device, weights_only=False)
+        if ck["trainset_fingerprint"] != self.fingerprint or ck["model_spec"] != self.spec.to_dict():
+            log.warning("%s belongs to another training set or model: starting afresh", path)
+            return False
+        self.model.load_state_dict(ck["state_dict"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.epoch, self.step = ck["epoch"], ck["step"]
+        self.history, self.best_auc, self.best_epoch = ck["history"], ck["best_auc"], ck["best_epoch"]
+        self.epoch_losses = list(ck.get("epoch_losses", []))
+        log.info("resumed from %s at epoch %d step %d", path, self.epoch, self.step)
+        return True
+
+    # -- loop
+    def steps_per_epoch(self, n):
+        return max(1, n // self.cfg.batch_size)
+
+    def epoch_indices(self, epoch):
+        gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        n = len(self.y_train)
+        if self.cfg.imbalance == "oversample":
+            y = self.y_train.cpu()
+            w = torch.where(y > 0, 0.5 / y.sum(), 0.5 / (len(y) - y.sum()))
+            return torch.multinomial(w, n, replacement=True, generator=gen)
+        return torch.randperm(n, generator=gen)
+
+    def train_step(self, epoch, step, order):
+        cfg, b = self.cfg, self.cfg.batch_size
+        if len(order) < b:  # tiny training sets: repeat the permutation
+            order = order.repeat(int(np.ceil(b / len(order))))
+        idx = order[step * b : (step + 1) * b]
+        step_seed = cfg.seed * 1_000_003 + epoch * 10_007 + step
+        gen = torch.Generator().manual_seed(step_seed)
+        torch.manual_seed(step_seed)  # dropout etc.: a resumed run draws what the first would have
+        x = augment(self.x_train[idx.to(self.device)].float(), gen, cfg)
+        y = self.y_train[idx.to(self.device)]
+        per = b // self.world
+        x, y = x[self.rank * per : (self.rank + 1) * per], y[self.rank * per : (self.rank + 1) * per]
+        if self.cuda and cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self.net.train()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and cfg.bf16):
+            logits = self.net(x)
+        pw = torch.tensor(self.pos_weight, device=self.device) if self.pos_weight else None
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pw)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def predict(self, x):
+        self.model.eval()
+        out = []
+        for i in range(0, len(x), self.cfg.eval_batch_size):
+            xb = x[i : i + self.cfg.eval_batch_size].float()
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.bf16):
+                out.append(self.model(xb).float().cpu())
+        return torch.cat(out).numpy().astype(np.float64)
+
+    def run(self):
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.resume()
+        n_steps = self.steps_per_epoch(len(self.y_train))
+        log.info("model %s: %d trainable parameters; %d train / %d val images; %d rank(s) on %s",
+                 self.spec.arch, self.n_params, len(self.y_train), len(self.y_val), self.world, self.device)
+        from tqdm import tqdm
+
+        while self.epoch < cfg.epochs:
+            order = self.epoch_indices(self.epoch)
+            t0 = time.time()
+            if self.step == 0:
+                self.epoch_losses = []
+            losses, first_step = self.epoch_losses, self.step
+            bar = tqdm(range(self.step, n_steps), desc=f"epoch {self.epoch}", disable=self.rank != 0, mininterval=10)
+            for step in bar:
+                losses.append(self.train_step(self.epoch, step, order))
+                self.step = step + 1
+                if self.preempt.any_rank(self.device):
+                    self._save("resume.pt", self._checkpoint(full=True))
+                    log.warning("pre-empted at epoch %d step %d: saved resume.pt; run again to resume", self.epoch, self.step)
+                    self.close()
+                    sys.exit(PREEMPTED_EXIT)
+            seconds = time.time() - t0
+            logits = self.predict(self.x_val)
+            val_loss = float(F.binary_cross_entropy_with_logits(torch.tensor(logits), torch.tensor(self.y_val, dtype=torch.float64)))
+            auc = roc_auc(self.y_val, logits)
+            row = {"epoch": self.epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                   "val_loss": val_loss, "val_auc": auc, "lr": self.opt.param_groups[0]["lr"],
+                   "seconds": seconds, "images_per_s": (n_steps - first_step) * cfg.batch_size / max(seconds, 1e-9)}
+            self.history.append(row)
+            self.sched.step()
+            self.epoch, self.step = self.epoch + 1, 0
+            if auc > self.best_auc:
+                self.best_auc, self.best_epoch = auc, row["epoch"]
+                self._save("best.pt", self._checkpoint(full=False, val_scores=1 / (1 + np.exp(-logits))))
+            self._save("resume.pt", self._checkpoint(full=True))
+            self._write_metrics()
+            log.info("epoch %d: train loss %.4f, val loss %.4f, val AUC %.4f (best %.4f at %d), %.0f img/s",
+                     row["epoch"], row["train_loss"], val_loss, auc, self.best_auc, self.best_epoch, row["images_per_s"])
+        self._save("last.pt", self._checkpoint(full=True))
+        if self.rank == 0:
+            self._write_metrics()
+            self._plots()
+        self.close()
+
+    def close(self):
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+    def _write_metrics(self):
+        if self.rank == 0:
+            with atomic_path(self.out / "metrics.csv") as tmp:
+                pd.DataFrame(self.history).to_csv(tmp, index=False)
+
+    def _plots(self):
+        from .plots import plot_roc_pr, plot_training_curves
+
+        hist = pd.DataFrame(self.history)
+        plot_training_curves(hist, self.out / "curves.png", title=f"{self.out.name}: best AUC {self.best_auc:.4f} "
+                             f"at epoch {self.best_epoch}")
+        best = torch.load(self.out / "best.pt", map_location="cpu", weights_only=False)
+        plot_roc_pr(self.y_val, best["val_scores"], self.out / "roc_pr.png", label=self.out.name)
+
+
+def load_checkpoint(path, device="cpu"):
+    """(model in eval mode, checkpoint dict) from a ``best.pt`` or ``last.pt``."""
+    path = Path(path)
+    if not path.exists():
+        raise LensfinderError(f"checkpoint {path} does not exist: run the train rule")
+    ck = torch.load(path, map_location=device, weights_only=False)
+    if ck.get("format") != "lensfinder-checkpoint-1":
+        raise LensfinderError(f"{path} is not a lensfinder checkpoint")
+    model = ModelSpec(**ck["model_spec"]).build()
+    model.load_state_dict(ck["state_dict"])
+    return model.to(device).eval(), ck
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Train one lensfinder model (run under torchrun for several GPUs).")
+    ap.add_argument("--trainset", required=True, help="directory with labels.parquet and cutouts.npy")
+    ap.add_argument("--model", required=True, help="model config as JSON: {preset | arch, params, input}")
+    ap.add_argument("--train", default="{}", help="training settings as JSON (TrainConfig fields)")
+    ap.add_argument("--out", required=True, help="output directory (checkpoints, metrics, plots)")
+    args = ap.parse_args(argv)
+    rank0 = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(level=logging.INFO if rank0 else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        spec = ModelSpec.from_config(json.loads(args.model))
+        Trainer(args.trainset, spec, TrainConfig.from_dict(json.loads(args.train)), args.out).run()
+    except LensfinderError as err:
+        print(f"lensfinder error in training: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

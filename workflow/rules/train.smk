@@ -1,0 +1,30 @@
+# Training: one job per model, data-parallel over the GPUs of one node (torchrun),
+# one process on a CPU. A SLURM profile maps the resources below to an A100 node.
+
+
+rule train:
+    input:
+        labels=f"{RESULTS}/trainset/labels.parquet",
+        cutouts=f"{RESULTS}/trainset/cutouts.npy",
+    output:
+        best=f"{RESULTS}/models/{{model}}/best.pt",
+        last=f"{RESULTS}/models/{{model}}/last.pt",
+        metrics=f"{RESULTS}/models/{{model}}/metrics.csv",
+        curves=f"{RESULTS}/models/{{model}}/curves.png",
+        roc_pr=f"{RESULTS}/models/{{model}}/roc_pr.png",
+    log:
+        f"{RESULTS}/logs/train/{{model}}.log",
+    params:
+        model=lambda wc: json.dumps(config["models"][wc.model]["model"]),
+        train=lambda wc: json.dumps(config["models"][wc.model].get("train", {})),
+        trainset=f"{RESULTS}/trainset",
+        out=f"{RESULTS}/models/{{model}}",
+    threads: 2
+    resources:
+        mem_mb=32000,
+        runtime=240,
+    conda:
+        "../../envs/lensfinder.yaml"
+    shell:
+        "python -m lensfinder.launch --nproc auto --trainset {params.trainset} --model {params.model:q}"
+        " --train {params.train:q} --out {params.out} > {log} 2>&1"
