@@ -14,6 +14,7 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/cutouts.smk"
 include: "workflow/rules/trainset.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
 
 
 rule all:

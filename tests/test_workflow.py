@@ -157,3 +157,28 @@ def test_run_trains_every_configured_model(tiny_run):
         for name in ("last.pt", "curves.png", "roc_pr.png"):
             assert (out / name).exists()
         assert "trainable parameters" in (work / f"results/mock/logs/train/{model}.log").read_text()
+
+
+def test_run_scores_every_sweep_and_ranks_recommendations(tiny_run):
+    import json
+
+    import pandas as pd
+
+    from lensfinder.shards import ShardSet
+
+    work, dry, _ = tiny_run
+    res = work / "results/mock"
+    for model in ("resnet", "shielded"):
+        for sweep in SWEEPS:
+            scores = pd.read_parquet(res / f"scores/{model}/{sweep}.parquet")
+            index = ShardSet(res / f"cutouts/{sweep}/manifest.json").index
+            assert scores[["RELEASE", "BRICKID", "OBJID"]].equals(index[["RELEASE", "BRICKID", "OBJID"]].astype("int64"))
+    evaluation = pd.read_csv(res / "ensemble/evaluation.csv")
+    assert evaluation.scorer.tolist() == ["resnet", "shielded", "mean", "meta-learner"]
+    meta = json.loads((res / "ensemble/meta.json").read_text())
+    assert set(meta["checkpoints"]) == {"resnet", "shielded"} and len(meta["checkpoints"]["resnet"]["sha256"]) == 64
+    summary = json.loads((res / "recommendations/summary.json").read_text())
+    recs = pd.read_csv(res / "recommendations/recommendations.csv")
+    assert summary["recommendations"] == len(recs) > 0
+    assert "recall_hidden" in summary["mock_evaluation"]
+    assert (res / "recommendations/mosaic.png").exists()

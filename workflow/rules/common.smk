@@ -10,6 +10,7 @@ validate(config, schema="../../config/schema/config.schema.yaml")
 RESULTS = f"results/{config['run']}"
 TREE = lfw.survey_tree(config)
 SWEEPS = lfw.sweeps_to_process(config)
+MODELS = list(config["models"])
 
 
 wildcard_constraints:
@@ -35,11 +36,19 @@ def trainset_extra_inputs():
     return files + list(t.get("exclude", []))
 
 
+def rank_truth():
+    """The mock's truth table, to measure how many hidden lenses are recovered."""
+    truth = config["trainset"].get("truth")
+    return [truth] if truth else []
+
+
 def final_targets():
     return [
         *expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
         f"{RESULTS}/objects/selection_counts.csv",
         *expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
         f"{RESULTS}/trainset/labels.parquet",
-        *expand(f"{RESULTS}/models/{{model}}/best.pt", model=list(config["models"])),
+        *expand(f"{RESULTS}/models/{{model}}/best.pt", model=MODELS),
+        f"{RESULTS}/ensemble/meta.json",
+        f"{RESULTS}/recommendations/recommendations.parquet",
     ]

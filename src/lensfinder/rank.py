@@ -1,0 +1,204 @@
+"""Ranked recommendations: combine every sweep's scores, select, drop known systems,
+merge duplicates, rank, and write tables, a summary and mosaics for visual inspection.
+
+Selection (``RankConfig.select``): ``threshold`` (ensemble probability >= value),
+``top_fraction`` (paper IV: the top 0.01 percentile, value 1e-4) or ``top_n``.
+Recommendations within ``known_radius_arcsec`` of a system in any lens catalogue are
+removed and listed with the catalogue; recommendations closer than ``merge_radius_arcsec``
+to each other are one system (friends of friends): the highest score is kept and the
+others listed. Objects with a NaN score are reported with their keys, not ranked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .catalogs import CatalogSpec, union_catalogs
+from .crossmatch import friends_of_friends, nearest
+from .ensemble import apply_meta, load_meta
+from .errors import LensfinderError, atomic_path
+from .shards import KEY, ShardSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RankConfig:
+    select: str = "top_n"  # threshold | top_fraction | top_n
+    value: float = 50
+    known_radius_arcsec: float = 3.0
+    merge_radius_arcsec: float = 5.0
+    mosaic_top: int = 48
+    top_n_eval: int = 50  # mock evaluation: recall of hidden lenses in the top N
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**(d or {}))
+
+
+def desi_names(ra, dec) -> list[str]:
+    """``DESI-RRR.rrrr+DD.dddd`` from RA and Dec [deg]."""
+    return [f"DESI-{r:08.4f}{d:+08.4f}" for r, d in zip(ra, dec)]
+
+
+def combine_scores(score_paths: dict, objects_paths, meta_path) -> pd.DataFrame:
+    """One row per scored object: object columns, each model's probability, mean, ensemble."""
+    meta = load_meta(meta_path)
+    objects = pd.concat([pd.read_parquet(p) for p in objects_paths], ignore_index=True).set_index(list(KEY))
+    table = None
+    for model, paths in score_paths.items():
+        scores = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True).set_index(list(KEY))
+        col = scores["prob"].rename(f"SCORE_{model.upper()}")
+        table = col.to_frame() if table is None else table.join(col, how="outer")
+    cols = [c for c in table.columns if c.startswith("SCORE_")]
+    table = table.join(objects[["RA", "DEC", "TYPE", "REGION", "MAG_G", "MAG_R", "MAG_Z", "SWEEP"]], how="left")
+    table["SCORE_MEAN"] = table[cols].mean(axis=1, skipna=False)
+    features = table[cols].rename(columns=lambda c: c.removeprefix("SCORE_").lower())
+    missing = [m for m in meta["inputs"] if m not in features.columns]
+    if missing:
+        raise LensfinderError(f"the meta-learner {meta_path} needs scores of model(s) {missing}, which are not given")
+    finite = np.isfinite(features[meta["inputs"]].to_numpy()).all(axis=1)
+    table["SCORE_ENSEMBLE"] = np.nan
+    table.loc[finite, "SCORE_ENSEMBLE"] = apply_meta(meta, features[finite])
+    return table.reset_index()
+
+
+def select(table: pd.DataFrame, cfg: RankConfig) -> pd.DataFrame:
+    s = table["SCORE_ENSEMBLE"]
+    if cfg.select == "threshold":
+        return table[s >= cfg.value]
+    if cfg.select == "top_fraction":
+        n = max(1, int(np.ceil(cfg.value * len(table))))
+    elif cfg.select == "top_n":
+        n = int(cfg.value)
+    else:
+        raise LensfinderError(f"rank.select {cfg.select!r} must be threshold, top_fraction or top_n")
+    return table.sort_values("SCORE_ENSEMBLE", ascending=False, kind="stable").head(n)
+
+
+def rank(score_paths: dict, objects_paths, manifests, meta_path, catalog_specs, cfg: RankConfig, out_dir,
+         truth=None) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = combine_scores(score_paths, objects_paths, meta_path)
+    nan = table[table["SCORE_ENSEMBLE"].isna()]
+    with atomic_path(out_dir / "nan_scores.csv") as tmp:
+        nan[[*KEY, "RA", "DEC", "SWEEP"]].to_csv(tmp, index=False)
+    if len(nan):
+        log.warning("%d object(s) have NaN scores and are not ranked (listed in nan_scores.csv)", len(nan))
+    scored = table[table["SCORE_ENSEMBLE"].notna()]
+    chosen = select(scored, cfg)
+
+    # drop known systems
+    systems, _ = union_catalogs([CatalogSpec.from_dict(c) for c in catalog_specs])
+    idx, sep = nearest(chosen["RA"].to_numpy(), chosen["DEC"].to_numpy(), systems["ra"].to_numpy(),
+                       systems["dec"].to_numpy(), cfg.known_radius_arcsec)
+    known = chosen[idx >= 0].assign(KNOWN_NAME=systems["name"].to_numpy()[idx[idx >= 0]],
+                                    KNOWN_CATALOGS=systems["catalogs"].to_numpy()[idx[idx >= 0]],
+                                    SEPARATION_ARCSEC=sep[idx >= 0])
+    recs = chosen[idx < 0].sort_values("SCORE_ENSEMBLE", ascending=False, kind="stable").reset_index(drop=True)
+
+    # merge duplicates of one system
+    groups = friends_of_friends(recs["RA"].to_numpy(), recs["DEC"].to_numpy(), cfg.merge_radius_arcsec)
+    recs["GROUP"] = groups
+    keep = ~pd.Series(groups).duplicated().to_numpy()  # sorted by score: the first of a group is the best
+    merged = {g: ";".join(f"{r}/{b}/{o}" for r, b, o in zip(grp.RELEASE, grp.BRICKID, grp.OBJID))
+              for g, grp in recs[~keep].groupby("GROUP")}
+    recs = recs[keep].copy()
+    recs["MERGED"] = [merged.get(g, "") for g in recs["GROUP"]]
+    recs["RANK"] = np.arange(1, len(recs) + 1)
+    recs["NAME"] = desi_names(recs["RA"], recs["DEC"])
+    score_cols = sorted(c for c in recs.columns if c.startswith("SCORE_") and c not in ("SCORE_MEAN", "SCORE_ENSEMBLE"))
+    cols = ["RANK", "NAME", *KEY, "RA", "DEC", "TYPE", "REGION", "MAG_G", "MAG_R", "MAG_Z", *score_cols,
+            "SCORE_MEAN", "SCORE_ENSEMBLE", "MERGED", "SWEEP"]
+    recs = recs[cols]
+    _write_tables(out_dir, recs)
+    with atomic_path(out_dir / "known_matches.csv") as tmp:
+        known[[*KEY, "RA", "DEC", "SCORE_ENSEMBLE", "KNOWN_NAME", "KNOWN_CATALOGS", "SEPARATION_ARCSEC"]].to_csv(tmp, index=False)
+
+    summary = {
+        "scored_objects": int(len(table)), "nan_scores": int(len(nan)), "selection": {"mode": cfg.select, "value": cfg.value},
+        "selected": int(len(chosen)), "known_systems_removed": int(len(known)),
+        "merged_duplicates": int((~keep).sum()), "recommendations": int(len(recs)),
+        "per_type": recs["TYPE"].value_counts().to_dict(), "per_region": recs["REGION"].value_counts().to_dict(),
+    }
+    if truth:
+        summary["mock_evaluation"] = evaluate_on_truth(recs, truth, cfg.top_n_eval)
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    _mosaic(out_dir / "mosaic.png", recs.head(cfg.mosaic_top), manifests)
+    return summary
+
+
+def evaluate_on_truth(recs, truth_path, top_n) -> dict:
+    """Mock only: how many hidden (uncatalogued) lenses the recommendations recover."""
+    truth = pd.read_csv(truth_path)
+    lens_keys = set(zip(truth.release, truth.brickid, truth.objid))
+    hidden = set(zip(truth.release[~truth.catalogued], truth.brickid[~truth.catalogued], truth.objid[~truth.catalogued]))
+    keys = list(zip(recs.RELEASE, recs.BRICKID, recs.OBJID))
+    is_lens = np.array([k in lens_keys for k in keys], dtype=bool)
+    found = [k for k in keys if k in hidden]
+    found_top = [k for k in keys[:top_n] if k in hidden]
+    return {
+        "hidden_lenses": len(hidden),
+        "hidden_recovered": len(found), "recall_hidden": len(found) / max(len(hidden), 1),
+        f"hidden_recovered_top{top_n}": len(found_top), f"recall_hidden_top{top_n}": len(found_top) / max(len(hidden), 1),
+        "precision": float(is_lens.mean()) if len(keys) else float("nan"),
+        f"precision_top{top_n}": float(is_lens[:top_n].mean()) if len(keys) else float("nan"),
+    }
+
+
+def _write_tables(out_dir, recs):
+    import fitsio
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with atomic_path(out_dir / "recommendations.parquet") as tmp:
+        pq.write_table(pa.Table.from_pandas(recs, preserve_index=False), tmp)
+    with atomic_path(out_dir / "recommendations.csv") as tmp:
+        recs.to_csv(tmp, index=False)
+    arr = np.zeros(len(recs), dtype=[(c, _fits_dtype(recs[c])) for c in recs.columns])
+    for c in recs.columns:
+        arr[c] = recs[c].to_numpy().astype(arr.dtype[c]) if arr.dtype[c].kind != "S" else recs[c].astype(str).str.encode("ascii")
+    with atomic_path(out_dir / "recommendations.fits") as tmp:
+        fitsio.write(str(tmp), arr, extname="RECOMMENDATIONS", clobber=True)
+
+
+def _fits_dtype(col: pd.Series):
+    if col.dtype.kind in "iu":
+        return "i8"
+    if col.dtype.kind == "f":
+        return "f8"
+    width = max(1, int(col.astype(str).str.len().max() or 1)) if len(col) else 1
+    return f"S{width}"
+
+
+def _mosaic(path, top, manifests):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .display import save_mosaic
+
+    with atomic_path(path) as tmp:
+        if top.empty:
+            fig, ax = plt.subplots(figsize=(4, 1))
+            ax.axis("off")
+            ax.text(0.5, 0.5, "no recommendation", ha="center", va="center")
+            fig.savefig(tmp, dpi=100)
+            plt.close(fig)
+            return
+        sets = [ShardSet(m) for m in manifests]
+        images = []
+        for r in top.itertuples():
+            key = (int(r.RELEASE), int(r.BRICKID), int(r.OBJID))
+            images.append(next(np.asarray(s.get(key)) for s in sets if key in s._by_key))
+        labels = [f"#{r.RANK} {r.NAME}\np={r.SCORE_ENSEMBLE:.3f}" for r in top.itertuples()]
+        save_mosaic(np.array(images), tmp, labels)

@@ -1,0 +1,76 @@
+"""Inference over shards: rows, test-time augmentation, and clear errors on mismatches."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import make_trainset
+from lensfinder.errors import LensfinderError
+from lensfinder.infer import d4, infer_sweep, score_trainset
+from lensfinder.shards import ShardSet, ShardWriter
+from lensfinder.train import load_checkpoint
+
+KEY = ["RELEASE", "BRICKID", "OBJID"]
+
+
+@pytest.fixture(scope="module")
+def model_and_shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("infer")
+    ts = make_trainset(d / "ts", n=64, size=32)
+    cfg = {"epochs": 1, "batch_size": 16, "seed": 1, "num_threads": 1}
+    subprocess.run([sys.executable, "-m", "lensfinder.train", "--trainset", str(ts), "--model",
+                    json.dumps({"preset": "resnet_mini", "input": {"crop": None}}), "--train", json.dumps(cfg),
+                    "--out", str(d / "model")], check=True, capture_output=True)
+    images = np.load(ts / "cutouts.npy")
+    writer = ShardWriter(d / "shards", 32, "dr10", max_rows=25)
+    for i, img in enumerate(images):
+        writer.add(img.astype(np.float32), {"RELEASE": 10000, "BRICKID": 3, "OBJID": i, "RA": 150.0 + i * 1e-3, "DEC": 2.0})
+    writer.close(len(images))
+    return d, ts
+
+
+def test_inference_rows_equal_shard_rows_and_match_the_model(model_and_shards, tmp_path):
+    d, ts = model_and_shards
+    out = tmp_path / "scores.parquet"
+    info = infer_sweep(d / "shards/manifest.json", d / "model/best.pt", out, batch_size=10, progress=False)
+    scores = pd.read_parquet(out)
+    shards = ShardSet(d / "shards/manifest.json")
+    assert info == {"rows": len(shards), "nan": 0}
+    assert scores[KEY].equals(shards.index[KEY].astype("int64"))
+    model, _ = load_checkpoint(d / "model/best.pt")
+    with torch.no_grad():
+        direct = torch.sigmoid(model(torch.from_numpy(np.load(ts / "cutouts.npy")).float())).numpy()
+    assert np.allclose(scores.prob, direct, atol=1e-5)
+    assert np.allclose(1 / (1 + np.exp(-scores.logit)), scores.prob, atol=1e-6)
+    # the training-set scores for the meta-learner use the same model and transform
+    ts_scores = score_trainset(ts, d / "model/best.pt", tmp_path / "ts_scores.parquet", batch_size=7)
+    assert np.allclose(ts_scores.prob, direct, atol=1e-5)
+
+
+def test_test_time_augmentation_averages_the_eight_symmetries(model_and_shards, tmp_path):
+    d, _ = model_and_shards
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    views = d4(x)
+    assert len(views) == 8 and len({v.numpy().tobytes() for v in views}) == 8
+    infer_sweep(d / "shards/manifest.json", d / "model/best.pt", tmp_path / "tta.parquet", tta=True, progress=False)
+    infer_sweep(d / "shards/manifest.json", d / "model/best.pt", tmp_path / "plain.parquet", progress=False)
+    tta, plain = pd.read_parquet(tmp_path / "tta.parquet"), pd.read_parquet(tmp_path / "plain.parquet")
+    assert len(tta) == len(plain) and not np.allclose(tta.prob, plain.prob)
+
+
+def test_mismatched_or_missing_shards_name_both_files(model_and_shards, tmp_path):
+    d, _ = model_and_shards
+    writer = ShardWriter(tmp_path / "big", 41, "dr10")
+    writer.add(np.zeros((3, 41, 41), np.float32), {"RELEASE": 1, "BRICKID": 1, "OBJID": 1, "RA": 1.0, "DEC": 1.0})
+    writer.close(1)
+    with pytest.raises(LensfinderError, match=r"checkpoint .*best.pt does not match shards .*big/manifest.json: cutout shape"):
+        infer_sweep(tmp_path / "big/manifest.json", d / "model/best.pt", tmp_path / "x.parquet", progress=False)
+    (tmp_path / "big/shard-000.npy").unlink()
+    with pytest.raises(LensfinderError, match=r"shard-000.npy listed in .*manifest.json is missing.*best.pt"):
+        infer_sweep(tmp_path / "big/manifest.json", d / "model/best.pt", tmp_path / "x.parquet", progress=False)
+    assert not (tmp_path / "x.parquet").exists()

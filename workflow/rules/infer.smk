@@ -1,0 +1,94 @@
+# Inference (one job per sweep and model), the meta-learner, and the ranked recommendations.
+
+
+rule infer:
+    input:
+        manifest=f"{RESULTS}/cutouts/{{sweep}}/manifest.json",
+        checkpoint=f"{RESULTS}/models/{{model}}/best.pt",
+    output:
+        f"{RESULTS}/scores/{{model}}/{{sweep}}.parquet",
+    log:
+        f"{RESULTS}/logs/infer/{{model}}/{{sweep}}.log",
+    params:
+        infer=config["infer"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/lensfinder.yaml"
+    script:
+        "../scripts/infer.py"
+
+
+rule trainset_scores:
+    input:
+        labels=f"{RESULTS}/trainset/labels.parquet",
+        cutouts=f"{RESULTS}/trainset/cutouts.npy",
+        checkpoint=f"{RESULTS}/models/{{model}}/best.pt",
+    output:
+        f"{RESULTS}/models/{{model}}/trainset_scores.parquet",
+    log:
+        f"{RESULTS}/logs/trainset_scores/{{model}}.log",
+    params:
+        infer=config["infer"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/lensfinder.yaml"
+    script:
+        "../scripts/trainset_scores.py"
+
+
+rule ensemble:
+    input:
+        scores=expand(f"{RESULTS}/models/{{model}}/trainset_scores.parquet", model=MODELS),
+        checkpoints=expand(f"{RESULTS}/models/{{model}}/best.pt", model=MODELS),
+    output:
+        meta=f"{RESULTS}/ensemble/meta.pkl",
+        info=f"{RESULTS}/ensemble/meta.json",
+        evaluation=f"{RESULTS}/ensemble/evaluation.csv",
+        plot=f"{RESULTS}/ensemble/comparison.png",
+    log:
+        f"{RESULTS}/logs/ensemble.log",
+    params:
+        models=MODELS,
+        ensemble=config["ensemble"],
+    conda:
+        "../../envs/lensfinder.yaml"
+    script:
+        "../scripts/ensemble.py"
+
+
+rule rank:
+    input:
+        scores=expand(f"{RESULTS}/scores/{{model}}/{{sweep}}.parquet", model=MODELS, sweep=SWEEPS),
+        objects=expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
+        manifests=expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
+        meta=f"{RESULTS}/ensemble/meta.pkl",
+        catalogs=[c["path"] for c in config["lens_catalogs"]],
+        truth=rank_truth(),
+    output:
+        parquet=f"{RESULTS}/recommendations/recommendations.parquet",
+        csv=f"{RESULTS}/recommendations/recommendations.csv",
+        fits=f"{RESULTS}/recommendations/recommendations.fits",
+        summary=f"{RESULTS}/recommendations/summary.json",
+        known=f"{RESULTS}/recommendations/known_matches.csv",
+        nan=f"{RESULTS}/recommendations/nan_scores.csv",
+        mosaic=f"{RESULTS}/recommendations/mosaic.png",
+    log:
+        f"{RESULTS}/logs/rank.log",
+    params:
+        models=MODELS,
+        sweeps=SWEEPS,
+        catalogs=config["lens_catalogs"],
+        rank=config["rank"],
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    conda:
+        "../../envs/lensfinder.yaml"
+    script:
+        "../scripts/rank.py"
