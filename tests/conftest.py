@@ -30,6 +30,15 @@ def tiny_mock(tmp_path_factory):
     return root, cfg, files
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The whole workflow run once on the tiny mock: (workdir, dry-run output, run output)."""
+    work = make_workdir(tmp_path_factory.mktemp("tiny_run"), tiny_config())
+    dry = run_snakemake(work, "-n")
+    run = run_snakemake(work)
+    return work, dry, run
+
+
 def make_workdir(tmp_path: Path, config: dict) -> Path:
     """A copy of the workflow in tmp_path (isolated .snakemake), with config/config.yaml replaced."""
     work = tmp_path / "wf"

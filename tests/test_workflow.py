@@ -12,14 +12,6 @@ pytestmark = pytest.mark.workflow
 SWEEPS = ["sweep-145p000-150p005", "sweep-150p000-155p005"]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = make_workdir(tmp_path_factory.mktemp("tiny_run"), tiny_config())
-    dry = run_snakemake(work, "-n")
-    run = run_snakemake(work)
-    return work, dry, run
-
-
 def test_dry_run_fans_out_per_sweep(tiny_run):
     _, dry, _ = tiny_run
     out = dry.stdout

@@ -129,15 +129,17 @@ def rank(score_paths: dict, objects_paths, manifests, meta_path, catalog_specs, 
         "per_type": recs["TYPE"].value_counts().to_dict(), "per_region": recs["REGION"].value_counts().to_dict(),
     }
     if truth:
-        summary["mock_evaluation"] = evaluate_on_truth(recs, truth, cfg.top_n_eval)
+        scored_keys = set(zip(scored.RELEASE, scored.BRICKID, scored.OBJID))
+        summary["mock_evaluation"] = evaluate_on_truth(recs, truth, cfg.top_n_eval, scored_keys)
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     _mosaic(out_dir / "mosaic.png", recs.head(cfg.mosaic_top), manifests)
     return summary
 
 
-def evaluate_on_truth(recs, truth_path, top_n) -> dict:
-    """Mock only: how many hidden (uncatalogued) lenses the recommendations recover."""
+def evaluate_on_truth(recs, truth_path, top_n, scored_keys=None) -> dict:
+    """Mock only: how many hidden (uncatalogued) lenses the recommendations recover; recall is
+    also given relative to the hidden lenses that passed the selection and were scored."""
     truth = pd.read_csv(truth_path)
     lens_keys = set(zip(truth.release, truth.brickid, truth.objid))
     hidden = set(zip(truth.release[~truth.catalogued], truth.brickid[~truth.catalogued], truth.objid[~truth.catalogued]))
@@ -145,8 +147,11 @@ def evaluate_on_truth(recs, truth_path, top_n) -> dict:
     is_lens = np.array([k in lens_keys for k in keys], dtype=bool)
     found = [k for k in keys if k in hidden]
     found_top = [k for k in keys[:top_n] if k in hidden]
+    scored_hidden = len(hidden & scored_keys) if scored_keys is not None else len(hidden)
     return {
         "hidden_lenses": len(hidden),
+        "hidden_lenses_scored": scored_hidden,
+        "recall_hidden_scored": len(found) / max(scored_hidden, 1),
         "hidden_recovered": len(found), "recall_hidden": len(found) / max(len(hidden), 1),
         f"hidden_recovered_top{top_n}": len(found_top), f"recall_hidden_top{top_n}": len(found_top) / max(len(hidden), 1),
         "precision": float(is_lens.mean()) if len(keys) else float("nan"),

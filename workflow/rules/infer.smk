@@ -49,8 +49,9 @@ rule ensemble:
     output:
         meta=f"{RESULTS}/ensemble/meta.pkl",
         info=f"{RESULTS}/ensemble/meta.json",
-        evaluation=f"{RESULTS}/ensemble/evaluation.csv",
-        plot=f"{RESULTS}/ensemble/comparison.png",
+        evaluation=report(f"{RESULTS}/ensemble/evaluation.csv", caption="../report/ensemble_table.rst",
+                          category="4. Ensemble"),
+        plot=report(f"{RESULTS}/ensemble/comparison.png", caption="../report/ensemble_plot.rst", category="4. Ensemble"),
     log:
         f"{RESULTS}/logs/ensemble.log",
     params:
@@ -72,12 +73,14 @@ rule rank:
         truth=rank_truth(),
     output:
         parquet=f"{RESULTS}/recommendations/recommendations.parquet",
-        csv=f"{RESULTS}/recommendations/recommendations.csv",
+        csv=report(f"{RESULTS}/recommendations/recommendations.csv", caption="../report/recommendations.rst",
+                   category="5. Recommendations"),
         fits=f"{RESULTS}/recommendations/recommendations.fits",
         summary=f"{RESULTS}/recommendations/summary.json",
         known=f"{RESULTS}/recommendations/known_matches.csv",
         nan=f"{RESULTS}/recommendations/nan_scores.csv",
-        mosaic=f"{RESULTS}/recommendations/mosaic.png",
+        mosaic=report(f"{RESULTS}/recommendations/mosaic.png", caption="../report/mosaic.rst",
+                      category="5. Recommendations"),
     log:
         f"{RESULTS}/logs/rank.log",
     params:

@@ -22,7 +22,7 @@ rule selection_counts:
     input:
         expand(f"{RESULTS}/objects/{{sweep}}.counts.csv", sweep=SWEEPS),
     output:
-        f"{RESULTS}/objects/selection_counts.csv",
+        report(f"{RESULTS}/objects/selection_counts.csv", caption="../report/selection_counts.rst", category="1. Selection"),
     log:
         f"{RESULTS}/logs/selection_counts.log",
     localrule: True

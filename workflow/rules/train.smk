@@ -10,8 +10,10 @@ rule train:
         best=f"{RESULTS}/models/{{model}}/best.pt",
         last=f"{RESULTS}/models/{{model}}/last.pt",
         metrics=f"{RESULTS}/models/{{model}}/metrics.csv",
-        curves=f"{RESULTS}/models/{{model}}/curves.png",
-        roc_pr=f"{RESULTS}/models/{{model}}/roc_pr.png",
+        curves=report(f"{RESULTS}/models/{{model}}/curves.png", caption="../report/curves.rst",
+                      category="3. Training", subcategory="{model}", labels={"model": "{model}", "figure": "curves"}),
+        roc_pr=report(f"{RESULTS}/models/{{model}}/roc_pr.png", caption="../report/roc_pr.rst",
+                      category="3. Training", subcategory="{model}", labels={"model": "{model}", "figure": "ROC/PR"}),
     log:
         f"{RESULTS}/logs/train/{{model}}.log",
     params:

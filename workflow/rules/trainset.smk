@@ -1,10 +1,13 @@
-# The labelled training set: gathers every sweep's objects and cutouts.
+# The labelled training set: gathers every sweep's objects and cutouts. They are ancient():
+# an updated sweep re-runs its own select/cutouts/infer and the ranking, but does not redraw
+# the training sample and retrain (force that with -R trainset); a changed lens catalogue
+# does rebuild the training set and everything after it.
 
 
 rule trainset:
     input:
-        objects=expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
-        cutouts=expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
+        objects=ancient(expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS)),
+        cutouts=ancient(expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS)),
         catalogs=[c["path"] for c in config["lens_catalogs"]],
         extra=trainset_extra_inputs(),
     output:
@@ -14,8 +17,10 @@ rule trainset:
         review=f"{RESULTS}/trainset/review.csv",
         review_mosaic=f"{RESULTS}/trainset/review.png",
         summary=f"{RESULTS}/trainset/summary.json",
-        summary_table=f"{RESULTS}/trainset/summary.csv",
-        summary_plot=f"{RESULTS}/trainset/summary.png",
+        summary_table=report(f"{RESULTS}/trainset/summary.csv", caption="../report/trainset_table.rst",
+                             category="2. Training set"),
+        summary_plot=report(f"{RESULTS}/trainset/summary.png", caption="../report/trainset_summary.rst",
+                            category="2. Training set"),
     log:
         f"{RESULTS}/logs/trainset.log",
     params:
