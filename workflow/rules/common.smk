@@ -1,5 +1,6 @@
 # Config validation, the sweep list and the paths every rule shares.
 import json
+import os
 
 from snakemake.utils import validate
 

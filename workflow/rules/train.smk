@@ -19,8 +19,8 @@ rule train:
     params:
         model=lambda wc: json.dumps(config["models"][wc.model]["model"]),
         train=lambda wc: json.dumps(config["models"][wc.model].get("train", {})),
-        trainset=f"{RESULTS}/trainset",
-        out=f"{RESULTS}/models/{{model}}",
+        trainset=lambda wc, input: os.path.dirname(input.labels),
+        out=lambda wc, output: os.path.dirname(output.best),
     threads: 2
     resources:
         mem_mb=32000,
