@@ -69,11 +69,16 @@ def test_preempted_run_resumes_to_the_same_final_weights(trainset, tmp_path):
     state = torch.load(out / "resume.pt", map_location="cpu", weights_only=False)
     assert state["epoch"] < 8 and not (out / "last.pt").exists()
     assert "run again to resume" in err
+    (out / "best.pt").unlink(missing_ok=True)  # Snakemake deletes a job's outputs before re-running it
     resumed = run(train_cmd(trainset, out, **cfg))
     assert "resumed from" in resumed.stderr
-    a, b = weights(tmp_path / "straight/last.pt"), weights(out / "last.pt")
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    for name in ("last.pt", "best.pt"):
+        a, b = weights(tmp_path / "straight" / name), weights(out / name)
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
+    assert not (out / "resume.pt").exists()  # finished: a later run trains afresh
+    again = run(train_cmd(trainset, out, **cfg))
+    assert "resumed from" not in again.stderr
     cols = ["epoch", "train_loss", "val_loss", "val_auc", "lr"]
     assert pd.read_csv(out / "metrics.csv")[cols].equals(pd.read_csv(tmp_path / "straight/metrics.csv")[cols])
 

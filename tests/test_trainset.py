@@ -174,3 +174,27 @@ def test_bad_catalogue_rows_and_empty_results(tiny_inputs, tmp_path):
     with pytest.raises(LensfinderError, match="no catalogued lens matches a selected object"):
         _build(tiny_inputs, tmp_path / "c", catalogs=[{"path": str(far)}])
     assert not (tmp_path / "c/labels.parquet").exists()
+
+
+def test_positives_without_a_local_cutout_come_from_the_cutout_service(tiny_inputs, tmp_path):
+    from cutout_server import CutoutServer
+
+    root, objects, manifests, catalogs = tiny_inputs
+    local_only = (root, objects, manifests[:1], catalogs)  # the second sweep's cutouts are not here
+    _, labels, _ = _build(local_only, tmp_path / "local")
+    excl = pd.read_parquet(tmp_path / "local/exclusions.parquet")
+    missing = set(map(tuple, excl[excl.reason == "positive_without_cutout"][KEY].to_numpy().tolist()))
+    assert missing, "some lens must lie in the second sweep"
+    assert not missing & set(map(tuple, labels[KEY].to_numpy().tolist()))
+    with CutoutServer(root) as server:
+        _, fetched, _ = _build(local_only, tmp_path / "svc", service_url=server.url)
+        assert server.requests == len(missing)
+    positives = fetched[fetched.LABEL == 1]
+    got = set(map(tuple, positives[KEY].to_numpy().tolist()))
+    assert missing <= got
+    images = np.load(tmp_path / "svc/cutouts.npy")
+    for _, row in positives.iterrows():
+        if tuple(int(row[k]) for k in KEY) in missing:
+            z = images[row.ROW][2].astype(np.float32)
+            peak = np.unravel_index(np.argmax(z), z.shape)
+            assert abs(peak[0] - 50) <= 2 and abs(peak[1] - 50) <= 2  # the deflector at the centre

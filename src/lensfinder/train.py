@@ -9,7 +9,8 @@ GPUs of a node otherwise), or directly as ``torchrun -m lensfinder.train ...``:
   norm statistics span all ranks, so N ranks train like one rank with the same global batch;
 * bf16 autocast and channels_last on GPUs, optional torch.compile;
 * validation AUC after every epoch; ``best.pt`` (highest AUC, as paper IV selects) and
-  ``last.pt`` (the final state) are written atomically, and ``resume.pt`` after every epoch;
+  ``last.pt`` (the final state) are written atomically, and ``resume.pt`` after every epoch
+  (removed when the run completes);
 * SIGTERM or SIGUSR1 (SLURM pre-emption) saves ``resume.pt`` at the next step and exits
   with status 75; running the same command again resumes and ends with the same weights as
   an uninterrupted run of the same seed on the same device. (``resume.pt`` is no declared
@@ -201,6 +202,7 @@ class Trainer:
         self.history, self.best_auc, self.best_epoch = [], -1.0, -1
         self.epoch, self.step = 0, 0
         self.epoch_losses = []  # the current epoch's step losses (kept across a resume)
+        self.best_ck = None  # the best epoch's checkpoint
         self.preempt = Preemption()
 
     # -- state
@@ -208,7 +210,7 @@ class Trainer:
         ck = {
             "format": "lensfinder-checkpoint-1",
             "model_spec": self.spec.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             "epoch": self.epoch, "step": self.step,
             "n_parameters": self.n_params,
             "train_config": asdict(self.cfg),
@@ -220,6 +222,7 @@ class Trainer:
         if full:
             ck["optimizer"] = self.opt.state_dict()
             ck["scheduler"] = self.sched.state_dict()
+            ck["best_checkpoint"] = self.best_ck  # so a resumed run can restore best.pt
         if val_scores is not None:
             ck["val_keys"] = self.val_keys
             ck["val_scores"] = val_scores
@@ -235,8 +238,9 @@ class Trainer:
         if not path.exists():
             return False
         ck = torch.load(path, map_location=self.device, weights_only=False)
-        if ck["trainset_fingerprint"] != self.fingerprint or ck["model_spec"] != self.spec.to_dict():
-            log.warning("%s belongs to another training set or model: starting afresh", path)
+        if (ck["trainset_fingerprint"] != self.fingerprint or ck["model_spec"] != self.spec.to_dict()
+                or ck["train_config"] != asdict(self.cfg)):
+            log.warning("%s belongs to another training set, model or configuration: starting afresh", path)
             return False
         self.model.load_state_dict(ck["state_dict"])
         self.opt.load_state_dict(ck["optimizer"])
@@ -244,6 +248,9 @@ class Trainer:
         self.epoch, self.step = ck["epoch"], ck["step"]
         self.history, self.best_auc, self.best_epoch = ck["history"], ck["best_auc"], ck["best_epoch"]
         self.epoch_losses = list(ck.get("epoch_losses", []))
+        self.best_ck = ck.get("best_checkpoint")
+        if self.best_ck is not None and not (self.out / "best.pt").exists():
+            self._save("best.pt", self.best_ck)  # Snakemake removes outputs before a re-run
         log.info("resumed from %s at epoch %d step %d", path, self.epoch, self.step)
         return True
 
@@ -330,7 +337,8 @@ class Trainer:
             self.epoch, self.step = self.epoch + 1, 0
             if auc > self.best_auc:
                 self.best_auc, self.best_epoch = auc, row["epoch"]
-                self._save("best.pt", self._checkpoint(full=False, val_scores=1 / (1 + np.exp(-logits))))
+                self.best_ck = self._checkpoint(full=False, val_scores=1 / (1 + np.exp(-logits)))
+                self._save("best.pt", self.best_ck)
             self._save("resume.pt", self._checkpoint(full=True))
             self._write_metrics()
             log.info("epoch %d: train loss %.4f, val loss %.4f, val AUC %.4f (best %.4f at %d), %.0f img/s",
@@ -339,6 +347,8 @@ class Trainer:
         if self.rank == 0:
             self._write_metrics()
             self._plots()
+            # finished: the next run of this command trains afresh rather than resuming
+            (self.out / "resume.pt").unlink(missing_ok=True)
         self.close()
 
     def close(self):
