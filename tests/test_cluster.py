@@ -135,7 +135,7 @@ def test_report_holds_the_figures_in_a_real_browser(finished, tmp_path):
         assert f">{text}<" in dom, text
     html = report.read_text(errors="replace")
     for name in ("selection_counts.csv", "summary.png", "curves.png", "roc_pr.png", "comparison.png",
-                 "evaluation.csv", "recommendations.csv", "mosaic.png"):
+                 "evaluation.csv", "recommendations.csv", "summary.json", "mosaic.png"):
         assert name in html, name
     # the rule graph renders with graphviz
     dot = run_snakemake(finished, "--rulegraph").stdout
