@@ -9,7 +9,6 @@ stand for ``sky_ratio`` nonlenses per lens, 10,000 by default).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -18,11 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LensfinderError, atomic_path
-from .shards import KEY
-
-
-def file_sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+from .shards import KEY, sha256
 
 
 def fit_meta_learner(features, labels, hidden=300, seed=0):
@@ -92,7 +87,7 @@ def build_ensemble(score_paths: dict, checkpoints: dict, out_dir, hidden=300, to
         with open(tmp, "wb") as fh:
             pickle.dump({"model": meta, "inputs": names}, fh)
     info = {"inputs": names, "hidden_units": hidden, "sky_ratio": sky_ratio, "top_n": list(top_n),
-            "checkpoints": {m: {"path": str(checkpoints[m]), "sha256": file_sha256(checkpoints[m])} for m in names},
+            "checkpoints": {m: {"path": str(checkpoints[m]), "sha256": sha256(checkpoints[m])} for m in names},
             "n_train": int(len(train)), "n_val": int(len(val)),
             "evaluation": table.to_dict(orient="records")}
     with atomic_path(out_dir / "meta.json") as tmp:

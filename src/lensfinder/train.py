@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from .errors import LensfinderError, atomic_path
 from .models import ModelSpec, count_parameters
+from .shards import sha256
 
 log = logging.getLogger("lensfinder.train")
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: run the same command again to resume
@@ -73,17 +74,9 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------- helpers
-def file_sha256(path, chunk=1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def trainset_fingerprint(trainset_dir) -> str:
     d = Path(trainset_dir)
-    return hashlib.sha256((file_sha256(d / "labels.parquet") + file_sha256(d / "cutouts.npy")).encode()).hexdigest()
+    return hashlib.sha256((sha256(d / "labels.parquet") + sha256(d / "cutouts.npy")).encode()).hexdigest()
 
 
 def load_trainset(trainset_dir):
