@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from astropy.table import Table
 
-from lensfinder.ensemble import apply_meta, evaluate, fit_meta_learner, top_n_metrics
-from lensfinder.rank import RankConfig, desi_names, rank
+from lensfinder.ensemble import evaluate, fit_meta_learner, top_n_metrics
+from lensfinder.rank import RankConfig, rank
+from lensfinder.survey import desi_names
 from lensfinder.shards import ShardWriter
 
 KEY = ["RELEASE", "BRICKID", "OBJID"]

@@ -47,6 +47,11 @@ def test_inference_rows_equal_shard_rows_and_match_the_model(model_and_shards, t
         direct = torch.sigmoid(model(torch.from_numpy(np.load(ts / "cutouts.npy")).float())).numpy()
     assert np.allclose(scores.prob, direct, atol=1e-5)
     assert np.allclose(1 / (1 + np.exp(-scores.logit)), scores.prob, atol=1e-6)
+    # the contamination filter's previous-model scorer reads the same checkpoint
+    from lensfinder.scoring import load_scorer, score_array
+
+    previous = score_array(load_scorer(d / "model/best.pt"), np.load(ts / "cutouts.npy"), batch_size=9)
+    assert np.allclose(previous, direct, atol=1e-5)
     # the training-set scores for the meta-learner use the same model and transform
     ts_scores = score_trainset(ts, d / "model/best.pt", tmp_path / "ts_scores.parquet", batch_size=7)
     assert np.allclose(ts_scores.prob, direct, atol=1e-5)

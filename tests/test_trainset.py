@@ -1,6 +1,5 @@
 """The training set on the tiny mock, checked against the mock's truth table."""
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -77,7 +76,7 @@ def test_training_set_against_the_truth_table(tiny_inputs, tmp_path):
     sets = [ShardSet(m) for m in manifests]
     for i in range(0, len(labels), 7):
         key = tuple(int(labels.iloc[i][k]) for k in KEY)
-        ref = next(s.get(key) for s in sets if key in s._by_key)
+        ref = next(s.get(key) for s in sets if key in s)
         assert np.array_equal(images[labels.iloc[i].ROW], ref)
     hidden = summary["hidden_lenses"]
     assert hidden["among_nonlenses_before_step_b"] == hidden["among_nonlenses_after_step_b"]  # no model

@@ -1,6 +1,5 @@
 """Real Snakemake runs of the workflow on a tiny config, and its clear failures on bad input."""
 
-import shutil
 
 import pyarrow.parquet as pq
 import pytest

@@ -34,6 +34,8 @@ from .survey import (
     BANDS,
     BrickGrid,
     SurveyTree,
+    desi_names,
+    parse_sweep_name,
     sweep_box_for,
     sweep_dtype,
     sweep_name,
@@ -500,8 +502,6 @@ def _sweep_rows(msky: MockSky, cfg: MockConfig) -> np.ndarray:
 def _write_sweeps(tree: SurveyTree, rows: np.ndarray, cfg: MockConfig):
     units = sweep_units("dr10")
     for name in planned_sweeps(cfg):
-        from .survey import parse_sweep_name
-
         box = parse_sweep_name(name)
         sel = rows[box.contains(rows["RA"], rows["DEC"])]
         if len(sel) == 0:
@@ -529,8 +529,7 @@ def _write_table_csv(path, rows: list[dict], columns):
 
 
 def desi_name(ra, dec) -> str:
-    """DESI-style system name ``DESI-RRR.rrrr+DD.dddd`` (RA and Dec in degrees)."""
-    return f"DESI-{ra:08.4f}{dec:+08.4f}"
+    return desi_names([ra], [dec])[0]
 
 
 def _write_catalogues(root: Path, msky: MockSky, cfg: MockConfig):

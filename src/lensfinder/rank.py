@@ -23,7 +23,8 @@ from .catalogs import CatalogSpec, union_catalogs
 from .crossmatch import friends_of_friends, nearest
 from .ensemble import apply_meta, load_meta
 from .errors import LensfinderError, atomic_path
-from .shards import KEY, ShardSet
+from .survey import desi_names
+from .shards import KEY, ShardCollection
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,6 @@ class RankConfig:
     @classmethod
     def from_dict(cls, d):
         return cls(**(d or {}))
-
-
-def desi_names(ra, dec) -> list[str]:
-    """``DESI-RRR.rrrr+DD.dddd`` from RA and Dec [deg]."""
-    return [f"DESI-{r:08.4f}{d:+08.4f}" for r, d in zip(ra, dec)]
 
 
 def combine_scores(score_paths: dict, objects_paths, meta_path) -> pd.DataFrame:
@@ -200,10 +196,6 @@ def _mosaic(path, top, manifests):
             fig.savefig(tmp, dpi=100)
             plt.close(fig)
             return
-        sets = [ShardSet(m) for m in manifests]
-        images = []
-        for r in top.itertuples():
-            key = (int(r.RELEASE), int(r.BRICKID), int(r.OBJID))
-            images.append(next(np.asarray(s.get(key)) for s in sets if key in s._by_key))
+        images = ShardCollection(manifests).stack(list(zip(top.RELEASE, top.BRICKID, top.OBJID, strict=True)))
         labels = [f"#{r.RANK} {r.NAME}\np={r.SCORE_ENSEMBLE:.3f}" for r in top.itertuples()]
-        save_mosaic(np.array(images), tmp, labels)
+        save_mosaic(images, tmp, labels)

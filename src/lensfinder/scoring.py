@@ -3,6 +3,8 @@
 A scorer maps cutouts (B, 3, H, W) in nanomaggies (bands g, r, z) to lens probabilities
 in [0, 1]. Supported checkpoints:
 
+* a lensfinder checkpoint (``best.pt`` of the train rule: the previous generation's model),
+  with its input transform;
 * an exported program (``torch.export.save``, ``.pt2``, batch dimension dynamic) or a
   TorchScript file (``torch.jit.save``) whose forward takes the nanomaggy batch (float32)
   and returns logits (one per image): any model, with its normalisation built in.
@@ -24,16 +26,7 @@ def load_scorer(path, device: str = "cpu"):
     path = Path(path)
     if not path.exists():
         raise LensfinderError(f"model checkpoint {path} does not exist: check trainset.previous_model")
-    try:
-        model = torch.export.load(str(path)).module().to(device)
-    except Exception:  # noqa: BLE001 - not an exported program: try TorchScript
-        try:
-            model = torch.jit.load(str(path), map_location=device)
-            model.eval()
-        except RuntimeError as err:
-            raise LensfinderError(
-                f"model checkpoint {path} is neither a torch.export program nor a TorchScript model ({err})"
-            ) from err
+    model = _load_model(path, device)
 
     @torch.no_grad()
     def score(batch):
@@ -41,6 +34,29 @@ def load_scorer(path, device: str = "cpu"):
         return torch.sigmoid(model(x).reshape(-1)).double().cpu().numpy()
 
     return score
+
+
+def _load_model(path, device):
+    """The model of a lensfinder checkpoint, an exported program or a TorchScript file."""
+    import torch
+
+    from .train import load_checkpoint
+
+    try:
+        return load_checkpoint(path, device)[0]
+    except Exception:  # noqa: BLE001 - not a lensfinder checkpoint: try the next format
+        pass
+    try:
+        return torch.export.load(str(path)).module().to(device)
+    except Exception:  # noqa: BLE001 - not an exported program: try the next format
+        pass
+    try:
+        return torch.jit.load(str(path), map_location=device).eval()
+    except RuntimeError as err:
+        raise LensfinderError(
+            f"model checkpoint {path} is neither a lensfinder checkpoint, a torch.export program nor a "
+            f"TorchScript model ({err})"
+        ) from err
 
 
 def score_array(scorer, images, batch_size: int = 256) -> np.ndarray:

@@ -151,6 +151,9 @@ class ShardSet:
         k = int(np.searchsorted(self._offsets, i, side="right") - 1)
         return self.arrays[k][i - self._offsets[k]]
 
+    def __contains__(self, key) -> bool:
+        return tuple(int(v) for v in key) in self._by_key
+
     def get(self, key) -> np.ndarray:
         """The cutout (3, H, W) fp16 of object key (RELEASE, BRICKID, OBJID)."""
         try:
@@ -173,3 +176,27 @@ class ShardSet:
 
                     block = torch.from_numpy(block)
                 yield block, rows
+
+
+class ShardCollection:
+    """The cutouts of several shard sets (e.g. every sweep), looked up by key."""
+
+    def __init__(self, manifests):
+        self.sets = [ShardSet(m) for m in manifests]
+        shapes = {tuple(s.manifest["shape"]) for s in self.sets}
+        if len(shapes) > 1:
+            raise LensfinderError(f"cutout shards of different shapes {sorted(shapes)}: re-run cutouts with one size")
+        self.shape = shapes.pop() if shapes else None
+
+    def __contains__(self, key) -> bool:
+        return any(key in s for s in self.sets)
+
+    def get(self, key) -> np.ndarray:
+        for s in self.sets:
+            if key in s:
+                return np.asarray(s.get(key))
+        raise KeyError(f"object {tuple(key)} is in none of the {len(self.sets)} shard sets")
+
+    def stack(self, keys) -> np.ndarray:
+        """(N, 3, H, W) fp16 cutouts of the keys, in their order."""
+        return np.stack([self.get(k) for k in keys]) if keys else np.zeros((0, *self.shape), np.float16)

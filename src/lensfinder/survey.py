@@ -424,6 +424,11 @@ def read_header_wcs(path: str | os.PathLike, ext: int = 1):
     return WCS(header, naxis=2), header
 
 
+def desi_names(ra, dec) -> list[str]:
+    """DESI-style system names ``DESI-RRR.rrrr+DD.dddd`` from RA and Dec [deg]."""
+    return [f"DESI-{r:08.4f}{d:+08.4f}" for r, d in zip(ra, dec, strict=True)]
+
+
 def galactic_latitude(ra, dec) -> np.ndarray:
     """Galactic latitude b [deg] of ICRS (ra, dec) [deg] (IAU 1958 pole, J2000)."""
     ra_gp, dec_gp = np.radians(192.85948), np.radians(27.12825)

@@ -35,7 +35,7 @@ import pandas as pd
 from .catalogs import CatalogSpec, grade_ok, union_catalogs
 from .crossmatch import nearest, within
 from .errors import LensfinderError, atomic_path
-from .shards import KEY, ShardSet
+from .shards import KEY, ShardCollection
 
 log = logging.getLogger(__name__)
 PIXSCALE = 0.262
@@ -83,31 +83,6 @@ def read_key_list(path) -> set:
     return set(key_tuples(frame))
 
 
-class CutoutSource:
-    """Cutouts by key across every sweep's shard set."""
-
-    def __init__(self, manifests):
-        self.sets = [ShardSet(m) for m in manifests]
-        self.where = {}
-        for s_i, s in enumerate(self.sets):
-            for r_i, key in enumerate(key_tuples(s.index)):
-                self.where[key] = (s_i, r_i)
-        shapes = {tuple(s.manifest["shape"]) for s in self.sets}
-        if len(shapes) > 1:
-            raise LensfinderError(f"cutout shards of different shapes {sorted(shapes)}: re-run cutouts with one size")
-        self.shape = shapes.pop() if shapes else None
-
-    def has(self, key) -> bool:
-        return key in self.where
-
-    def get(self, key) -> np.ndarray:
-        s_i, r_i = self.where[key]
-        return np.asarray(self.sets[s_i][r_i])
-
-    def stack(self, keys) -> np.ndarray:
-        return np.stack([self.get(k) for k in keys]) if keys else np.zeros((0, *self.shape), np.float16)
-
-
 def stratum_of(frame) -> pd.Series:
     return frame["TYPE"].astype(str) + "|" + frame["REGION"].astype(str) + "|" + frame["ZEXP_BIN"].astype(str)
 
@@ -119,7 +94,7 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     objects = pd.concat([pd.read_parquet(p) for p in object_paths], ignore_index=True)
     objects["STRATUM"] = stratum_of(objects)
     objects["KEY"] = key_tuples(objects)
-    cutouts = CutoutSource(manifests)
+    cutouts = ShardCollection(manifests)
     size = cutouts.shape[-1] if cutouts.shape else 101
     filter_radius = cfg.filter_radius_arcsec if cfg.filter_radius_arcsec is not None else (size // 2) * PIXSCALE
     systems, problems = union_catalogs([CatalogSpec.from_dict(s) for s in catalog_specs], cfg.dedup_radius_arcsec, cfg.strict)
@@ -141,7 +116,7 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     fetched = {}
     keep = []
     for _, row in positives.iterrows():
-        if cutouts.has(row["KEY"]):
+        if row["KEY"] in cutouts:
             keep.append(True)
         elif cfg.service_url:
             fetched[row["KEY"]] = _fetch_from_service(cfg, row, size, out_dir)
@@ -221,7 +196,7 @@ def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hidden, exclu
     accepted = []
     rows = []
     for _, row in chunk.iterrows():
-        if not cutouts.has(row["KEY"]):
+        if row["KEY"] not in cutouts:
             exclude(row, "no_cutout", "its cutout failed (see the sweep's failures table)")
         elif row["NEAR_SYSTEM"]:
             exclude(row, "near_known_system", "a catalogued system lies within the filter radius")
