@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from astropy.table import Table
 
-from lensfinder.ensemble import evaluate, fit_meta_learner, top_n_metrics
+from scipy.special import expit, logit
+
+from lensfinder.ensemble import evaluate, fit_meta_learner, meta_logit, top_n_metrics
 from lensfinder.rank import RankConfig, rank
 from lensfinder.survey import desi_names
 from lensfinder.shards import ShardWriter
@@ -30,6 +32,9 @@ def test_meta_learner_is_at_least_as_good_as_the_better_base_model():
     table = evaluate(y[val], columns, top_n=(50,)).set_index("scorer")
     assert table.loc["noise", "auc"] == pytest.approx(0.5, abs=0.05)
     assert table.loc["meta", "auc"] >= table.loc["good", "auc"] - 0.002
+    # its logit is the probability before the logistic, to float precision, and never saturates
+    z = meta_logit(meta, feats[val])
+    assert np.allclose(expit(z), meta.predict_proba(feats[val])[:, 1], rtol=0, atol=1e-12)
 
 
 def test_top_n_metrics_at_a_realistic_ratio():
@@ -60,10 +65,11 @@ def ranking_inputs(tmp_path):
         s = pd.DataFrame({**{k: objects[k] for k in KEY}, "RA": ra, "DEC": dec, "prob": np.clip(base - jitter, 0, 1)})
         if model == "b":
             s.loc[5, "prob"] = np.nan
-        s["logit"] = 0.0
+        s["logit"] = logit(s["prob"]).astype(np.float32)
         s.to_parquet(tmp_path / f"scores_{model}.parquet")
     y = (rng.random(2000) < 0.3).astype(int)
-    x = np.clip(np.stack([y * 0.6 + rng.random(2000) * 0.4, y * 0.6 + rng.random(2000) * 0.4], 1), 0, 1)
+    x = logit(np.clip(np.stack([y * 0.6 + rng.random(2000) * 0.4, y * 0.6 + rng.random(2000) * 0.4], 1), 1e-3,
+                      1 - 1e-3))
     with open(tmp_path / "meta.pkl", "wb") as fh:
         pickle.dump({"model": fit_meta_learner(x, y), "inputs": ["a", "b"]}, fh)
     pd.DataFrame({"name": ["known-2"], "ra": [ra[2]], "dec": [dec[2]], "grade": ["A"]}).to_csv(tmp_path / "known.csv", index=False)
@@ -117,4 +123,28 @@ def test_select_modes(ranking_inputs):
         if expected:
             assert summary["selected"] == expected  # ceil(0.1 * 39 scored)
         else:
-            assert (recs.SCORE_ENSEMBLE >= 0.5).all() and summary["selected"] > 0
+            # exactly the scored objects at or above the threshold, the rest below it
+            table = pd.read_parquet(d / mode / "recommendations.parquet")
+            assert (table.SCORE_ENSEMBLE >= 0.5).all()
+            assert summary["selected"] == summary["known_systems_removed"] + summary["merged_duplicates"] + len(table)
+            assert 1 < summary["selected"] < 39
+        # the cut is a logit: nothing recommended is below it
+        assert (recs.LOGIT_ENSEMBLE >= summary["cut_logit_ensemble"]).all()
+
+
+def test_ranking_orders_saturated_probabilities_by_logit(ranking_inputs):
+    """Logits of 20 and 30 both give a float32 probability of exactly 1.0: the ranking still
+    puts the larger logit first, whatever the row order."""
+    d, objects = ranking_inputs
+    for model in ("a", "b"):
+        s = pd.read_parquet(d / f"scores_{model}.parquet")
+        s["logit"] = np.float32(-5.0)
+        s.loc[30, "logit"], s.loc[20, "logit"] = np.float32(20.0), np.float32(30.0)
+        assert np.float32(expit(np.float32(20.0))) == np.float32(expit(np.float32(30.0))) == 1.0
+        s.to_parquet(d / f"scores_{model}.parquet")
+    rank({"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"],
+         [d / "shards/manifest.json"], d / "meta.pkl", [{"path": str(d / "known.csv")}],
+         RankConfig(select="top_n", value=2), d / "sat")
+    recs = pd.read_parquet(d / "sat/recommendations.parquet")
+    assert recs.OBJID.tolist() == [20, 30]
+    assert recs.LOGIT_ENSEMBLE.iloc[0] > recs.LOGIT_ENSEMBLE.iloc[1]

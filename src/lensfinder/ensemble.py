@@ -1,10 +1,15 @@
 """The meta-learner of paper IV: feature-weighted stacking of the base models' scores.
 
-A one-hidden-layer network (300 units) maps the base models' probabilities to one
-probability. It is fit on the training split and evaluated on the validation split
-beside the plain mean and each base model: AUC, and recall and precision in the top N
-at a realistic nonlens:lens ratio (the validation nonlenses re-weighted so that they
-stand for ``sky_ratio`` nonlenses per lens, 10,000 by default).
+A one-hidden-layer network (300 units) maps the base models' scores to one probability.
+It is fit on the training split and evaluated on the validation split beside the plain
+mean and each base model: AUC, and recall and precision in the top N at a realistic
+nonlens:lens ratio (the validation nonlenses re-weighted so that they stand for
+``sky_ratio`` nonlenses per lens, 10,000 by default; see ``lensfinder.metrics``).
+
+Paper IV stacks probabilities; here the features are the base models' float32 logits
+(standardised), and every ranking uses logits: a probability saturates at exactly 1.0
+for logits above ~17 in float32, which turns the top of the ranking into ties. The mean
+of the base models is likewise taken on logits.
 """
 
 from __future__ import annotations
@@ -17,37 +22,41 @@ import numpy as np
 import pandas as pd
 
 from .errors import LensfinderError, atomic_path
+from .metrics import top_n_metrics
 from .shards import KEY, sha256
 
 
 def fit_meta_learner(features, labels, hidden=300, seed=0):
-    """The stacking network (sklearn MLP, one hidden layer) on base-model probabilities."""
+    """The stacking network (standardised inputs, sklearn MLP with one hidden layer)."""
     from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    meta = MLPClassifier(hidden_layer_sizes=(hidden,), max_iter=2000, random_state=seed, early_stopping=False)
-    meta.fit(np.asarray(features), np.asarray(labels))
+    mlp = MLPClassifier(hidden_layer_sizes=(hidden,), max_iter=2000, random_state=seed, early_stopping=False)
+    meta = make_pipeline(StandardScaler(), mlp)
+    meta.fit(np.asarray(features, dtype=np.float64), np.asarray(labels))
     return meta
 
 
-def top_n_metrics(labels, scores, n, sky_ratio=10_000.0):
-    """Recall and precision among the N highest scores when the nonlenses are re-weighted to
-    ``sky_ratio`` per lens (each validation nonlens counts sky_ratio * n_lens / n_nonlens)."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores)
-    n_lens, n_non = labels.sum(), (~labels).sum()
-    if n_lens == 0 or n_non == 0:
-        return float("nan"), float("nan")
-    w = np.where(labels, 1.0, sky_ratio * n_lens / n_non)
-    order = np.argsort(-scores, kind="stable")
-    cum = np.cumsum(w[order])
-    k = int(np.searchsorted(cum, n, side="right"))  # objects (weighted) that fit in the top N
-    k = max(k, 1)
-    top = order[:k]
-    tp = labels[top].sum()
-    return float(tp / n_lens), float(tp / w[top].sum())
+def meta_logit(meta, features) -> np.ndarray:
+    """The meta-learner's output before its logistic: a ranking score that never saturates
+    (``predict_proba`` is its sigmoid)."""
+    *transforms, mlp = [step for _, step in meta.steps] if hasattr(meta, "steps") else [meta]
+    a = np.asarray(features, dtype=np.float64)
+    for t in transforms:
+        a = t.transform(a)
+    last = len(mlp.coefs_) - 1
+    for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_)):
+        a = a @ w + b
+        if i < last:
+            if mlp.activation != "relu":
+                raise LensfinderError(f"meta-learner activation {mlp.activation!r} is not supported")
+            a = np.maximum(a, 0.0)
+    return a[:, 0]
 
 
 def evaluate(labels, columns: dict, top_n=(100, 1000), sky_ratio=10_000.0) -> pd.DataFrame:
+    """AUC and re-weighted top-N recall and precision per scorer (``columns``: name -> logits)."""
     from sklearn.metrics import roc_auc_score
 
     rows = []
@@ -73,20 +82,20 @@ def build_ensemble(score_paths: dict, checkpoints: dict, out_dir, hidden=300, to
     for m, f in zip(names, frames):
         if len(f) != len(base) or not f.index.equals(base.index):
             raise LensfinderError(f"scores of model {m} ({score_paths[m]}) do not cover the same training set")
-        base[m] = f["prob"]
-    if base[names].isna().any().any():
-        raise LensfinderError("NaN base-model scores on the training set: check the models' training logs")
+        base[m] = f["logit"]
+    if not np.isfinite(base[names].to_numpy()).all():
+        raise LensfinderError("non-finite base-model scores on the training set: check the models' training logs")
     train, val = base[base["SPLIT"] == "train"], base[base["SPLIT"] == "val"]
     meta = fit_meta_learner(train[names].to_numpy(), train["LABEL"].to_numpy(), hidden, seed)
     columns = {m: val[m].to_numpy() for m in names}
     columns["mean"] = val[names].mean(axis=1).to_numpy()
-    columns["meta-learner"] = meta.predict_proba(val[names].to_numpy())[:, 1]
+    columns["meta-learner"] = meta_logit(meta, val[names].to_numpy())
     table = evaluate(val["LABEL"].to_numpy(), columns, top_n, sky_ratio)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "meta.pkl") as tmp:
         with open(tmp, "wb") as fh:
             pickle.dump({"model": meta, "inputs": names}, fh)
-    info = {"inputs": names, "hidden_units": hidden, "sky_ratio": sky_ratio, "top_n": list(top_n),
+    info = {"inputs": names, "features": "logit", "hidden_units": hidden, "sky_ratio": sky_ratio, "top_n": list(top_n),
             "checkpoints": {m: {"path": str(checkpoints[m]), "sha256": sha256(checkpoints[m])} for m in names},
             "n_train": int(len(train)), "n_val": int(len(val)),
             "evaluation": table.to_dict(orient="records")}
@@ -106,6 +115,6 @@ def load_meta(path):
         return pickle.load(fh)
 
 
-def apply_meta(meta, features: pd.DataFrame) -> np.ndarray:
-    """Meta-learner probabilities for a frame with one column per base model."""
-    return meta["model"].predict_proba(features[meta["inputs"]].to_numpy())[:, 1]
+def apply_meta(meta, logits: pd.DataFrame) -> np.ndarray:
+    """Meta-learner logits for a frame of base-model logits, one column per base model."""
+    return meta_logit(meta["model"], logits[meta["inputs"]].to_numpy())

@@ -3,7 +3,12 @@
 The fp16 shards are memory-mapped and streamed in large batches; the conversion to fp32
 happens on the device, with bf16 autocast on GPUs. The model applies the input transform
 saved in its checkpoint, so inference sees what training saw. Optionally the 8 flips and
-rotations of the square are averaged (test-time augmentation).
+rotations of the square are averaged (test-time augmentation, on logits).
+
+The stored logit is float32 from a float32 head: under bf16 autocast the backbone runs in
+bf16, but the final linear layer runs in float32, so logits are never rounded to bf16's 8
+bits of mantissa (which would make ties of the top scores). Rankings use the logit; the
+probability is its sigmoid, in float64, for people to read.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from .errors import LensfinderError, atomic_path
 from .shards import KEY, ShardSet
@@ -43,25 +49,48 @@ def check_compatible(checkpoint_path, ck, manifest_path, manifest):
         )
 
 
+def final_linear(model) -> torch.nn.Linear:
+    """The layer that makes a LensNet's logit (DeepLensResNet ``head``, timm's classifier)."""
+    backbone = model.backbone
+    layer = backbone.get_classifier() if hasattr(backbone, "get_classifier") else backbone.head
+    if not isinstance(layer, torch.nn.Linear):
+        raise LensfinderError(f"the model's final layer is a {type(layer).__name__}, not a linear layer")
+    return layer
+
+
+def float32_head(model):
+    """Make the final linear layer ignore autocast: bf16 features in, a float32 logit out.
+
+    The layer's ``forward`` is replaced on this instance only, so its weights and the
+    checkpoint's keys are unchanged.
+    """
+    layer = final_linear(model)
+
+    def forward(x):
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.nn.functional.linear(x.float(), layer.weight.float(), layer.bias.float())
+
+    layer.forward = forward
+    return model
+
+
 @torch.no_grad()
 def score_batches(model, batches, device, tta=False, bf16=True):
-    """Yield (logits, probabilities) per batch of fp16 nanomaggy cutouts."""
+    """Yield (float32 logits, float64 probabilities) per batch of fp16 nanomaggy cutouts;
+    with ``tta`` the logits of the 8 flips/rotations are averaged."""
     cuda = device.type == "cuda"
+    float32_head(model)
     for images in batches:
         x = images.to(device, non_blocking=True).float()
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         views = d4(x) if tta else [x]
-        probs = []
         logits = []
         for v in views:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and bf16):
-                lg = model(v).float()
-            logits.append(lg)
-            probs.append(torch.sigmoid(lg))
-        p = torch.stack(probs).mean(0)
-        lg = torch.stack(logits).mean(0)
-        yield lg.double().cpu().numpy(), p.double().cpu().numpy()
+                logits.append(model(v).float())
+        lg = torch.stack(logits).mean(0).cpu().numpy().astype(np.float32)
+        yield lg, expit(lg.astype(np.float64))
 
 
 def infer_sweep(manifest_path, checkpoint_path, out_path, batch_size=1024, tta=False, device=None, progress=True):
@@ -87,11 +116,11 @@ def infer_sweep(manifest_path, checkpoint_path, out_path, batch_size=1024, tta=F
         logits.append(lg)
         probs.append(p)
     index = shards.index
-    logit = np.concatenate(logits) if logits else np.zeros(0)
+    logit = np.concatenate(logits) if logits else np.zeros(0, np.float32)
     prob = np.concatenate(probs) if probs else np.zeros(0)
     if len(prob) != len(index):
         raise LensfinderError(f"internal: {len(prob)} scores for {len(index)} cutouts of {manifest_path}")
-    nan = ~np.isfinite(prob)
+    nan = ~np.isfinite(logit)
     if nan.any():
         log.warning("%d NaN score(s) in %s, e.g. %s", nan.sum(), manifest_path, index.loc[nan, list(KEY)].head(3).values.tolist())
     table = pa.table({**{k: index[k].astype(np.int64).to_numpy() for k in KEY},
@@ -113,9 +142,11 @@ def score_trainset(trainset_dir, checkpoint_path, out_path, batch_size=1024, tta
     labels = pd.read_parquet(d / "labels.parquet")
     images = np.load(d / "cutouts.npy", mmap_mode="r")
     batches = (torch.from_numpy(np.array(images[i : i + batch_size])) for i in range(0, len(images), batch_size))
-    probs = np.concatenate([p for _, p in score_batches(model, batches, device, tta)]) if len(images) else np.zeros(0)
+    scored = list(score_batches(model, batches, device, tta))
+    logits = np.concatenate([lg for lg, _ in scored]) if scored else np.zeros(0, np.float32)
     out = labels[[*KEY, "LABEL", "SPLIT", "ROW"]].copy()
-    out["prob"] = probs[labels["ROW"].to_numpy()]
+    out["logit"] = logits[labels["ROW"].to_numpy()]
+    out["prob"] = expit(out["logit"].to_numpy(np.float64))
     with atomic_path(out_path) as tmp:
         out.to_parquet(tmp, index=False)
     return out

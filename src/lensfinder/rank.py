@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from .catalogs import CatalogSpec, union_catalogs
 from .crossmatch import friends_of_friends, nearest
@@ -36,7 +37,6 @@ class RankConfig:
     known_radius_arcsec: float = 3.0
     merge_radius_arcsec: float = 5.0
     mosaic_top: int = 48
-    top_n_eval: int = 50  # mock evaluation: recall of hidden lenses in the top N
 
     @classmethod
     def from_dict(cls, d):
@@ -44,42 +44,46 @@ class RankConfig:
 
 
 def combine_scores(score_paths: dict, objects_paths, meta_path) -> pd.DataFrame:
-    """One row per scored object: object columns, each model's probability, mean, ensemble."""
+    """One row per scored object: object columns, each model's logit and probability, the
+    mean and the ensemble. ``LOGIT_*`` are float32-exact ranking scores; ``SCORE_*`` their
+    probabilities (sigmoid), which saturate at 1.0 and are for reading, not ranking."""
     meta = load_meta(meta_path)
     objects = pd.concat([pd.read_parquet(p) for p in objects_paths], ignore_index=True).set_index(list(KEY))
     table = None
     for model, paths in score_paths.items():
         scores = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True).set_index(list(KEY))
-        col = scores["prob"].rename(f"SCORE_{model.upper()}")
+        col = scores["logit"].astype(np.float64).rename(f"LOGIT_{model.upper()}")
         table = col.to_frame() if table is None else table.join(col, how="outer")
-    cols = [c for c in table.columns if c.startswith("SCORE_")]
+    logit_cols = [c for c in table.columns if c.startswith("LOGIT_")]
     table = table.join(objects[["RA", "DEC", "TYPE", "REGION", "MAG_G", "MAG_R", "MAG_Z", "SWEEP"]], how="left")
-    table["SCORE_MEAN"] = table[cols].mean(axis=1, skipna=False)
-    features = table[cols].rename(columns=lambda c: c.removeprefix("SCORE_").lower())
+    table["LOGIT_MEAN"] = table[logit_cols].mean(axis=1, skipna=False)
+    features = table[logit_cols].rename(columns=lambda c: c.removeprefix("LOGIT_").lower())
     missing = [m for m in meta["inputs"] if m not in features.columns]
     if missing:
         raise LensfinderError(f"the meta-learner {meta_path} needs scores of model(s) {missing}, which are not given")
     finite = np.isfinite(features[meta["inputs"]].to_numpy()).all(axis=1)
-    table["SCORE_ENSEMBLE"] = np.nan
-    table.loc[finite, "SCORE_ENSEMBLE"] = apply_meta(meta, features[finite])
+    table["LOGIT_ENSEMBLE"] = np.nan
+    table.loc[finite, "LOGIT_ENSEMBLE"] = apply_meta(meta, features[finite])
+    for c in [*logit_cols, "LOGIT_MEAN", "LOGIT_ENSEMBLE"]:
+        table["SCORE_" + c.removeprefix("LOGIT_")] = expit(table[c])
     return table.reset_index()
 
 
 def select(table: pd.DataFrame, cfg: RankConfig) -> pd.DataFrame:
-    s = table["SCORE_ENSEMBLE"]
+    """The objects above the recommendation cut, best first (ranked by the ensemble logit)."""
+    ranked = table.sort_values("LOGIT_ENSEMBLE", ascending=False, kind="stable")
     if cfg.select == "threshold":
-        return table[s >= cfg.value]
+        return ranked[ranked["SCORE_ENSEMBLE"] >= cfg.value]
     if cfg.select == "top_fraction":
         n = max(1, int(np.ceil(cfg.value * len(table))))
     elif cfg.select == "top_n":
         n = int(cfg.value)
     else:
         raise LensfinderError(f"rank.select {cfg.select!r} must be threshold, top_fraction or top_n")
-    return table.sort_values("SCORE_ENSEMBLE", ascending=False, kind="stable").head(n)
+    return ranked.head(n)
 
 
-def rank(score_paths: dict, objects_paths, manifests, meta_path, catalog_specs, cfg: RankConfig, out_dir,
-         truth=None) -> dict:
+def rank(score_paths: dict, objects_paths, manifests, meta_path, catalog_specs, cfg: RankConfig, out_dir) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = combine_scores(score_paths, objects_paths, meta_path)
@@ -98,7 +102,7 @@ def rank(score_paths: dict, objects_paths, manifests, meta_path, catalog_specs, 
     known = chosen[idx >= 0].assign(KNOWN_NAME=systems["name"].to_numpy()[idx[idx >= 0]],
                                     KNOWN_CATALOGS=systems["catalogs"].to_numpy()[idx[idx >= 0]],
                                     SEPARATION_ARCSEC=sep[idx >= 0])
-    recs = chosen[idx < 0].sort_values("SCORE_ENSEMBLE", ascending=False, kind="stable").reset_index(drop=True)
+    recs = chosen[idx < 0].reset_index(drop=True)  # still best first
 
     # merge duplicates of one system
     groups = friends_of_friends(recs["RA"].to_numpy(), recs["DEC"].to_numpy(), cfg.merge_radius_arcsec)
@@ -112,47 +116,25 @@ def rank(score_paths: dict, objects_paths, manifests, meta_path, catalog_specs, 
     recs["NAME"] = desi_names(recs["RA"], recs["DEC"])
     score_cols = sorted(c for c in recs.columns if c.startswith("SCORE_") and c not in ("SCORE_MEAN", "SCORE_ENSEMBLE"))
     cols = ["RANK", "NAME", *KEY, "RA", "DEC", "TYPE", "REGION", "MAG_G", "MAG_R", "MAG_Z", *score_cols,
-            "SCORE_MEAN", "SCORE_ENSEMBLE", "MERGED", "SWEEP"]
+            "SCORE_MEAN", "SCORE_ENSEMBLE", "LOGIT_ENSEMBLE", "MERGED", "SWEEP"]
     recs = recs[cols]
     _write_tables(out_dir, recs)
     with atomic_path(out_dir / "known_matches.csv") as tmp:
-        known[[*KEY, "RA", "DEC", "SCORE_ENSEMBLE", "KNOWN_NAME", "KNOWN_CATALOGS", "SEPARATION_ARCSEC"]].to_csv(tmp, index=False)
+        known[[*KEY, "RA", "DEC", "SCORE_ENSEMBLE", "LOGIT_ENSEMBLE", "KNOWN_NAME", "KNOWN_CATALOGS", "SEPARATION_ARCSEC"]].to_csv(tmp, index=False)
 
     summary = {
         "scored_objects": int(len(table)), "nan_scores": int(len(nan)), "selection": {"mode": cfg.select, "value": cfg.value},
-        "selected": int(len(chosen)), "known_systems_removed": int(len(known)),
+        "selected": int(len(chosen)),
+        # the cut as a score: every object whose ensemble logit is at least this was selected
+        "cut_logit_ensemble": float(chosen["LOGIT_ENSEMBLE"].min()) if len(chosen) else None,
+        "known_systems_removed": int(len(known)),
         "merged_duplicates": int((~keep).sum()), "recommendations": int(len(recs)),
         "per_type": recs["TYPE"].value_counts().to_dict(), "per_region": recs["REGION"].value_counts().to_dict(),
     }
-    if truth:
-        scored_keys = set(zip(scored.RELEASE, scored.BRICKID, scored.OBJID))
-        summary["mock_evaluation"] = evaluate_on_truth(recs, truth, cfg.top_n_eval, scored_keys)
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     _mosaic(out_dir / "mosaic.png", recs.head(cfg.mosaic_top), manifests)
     return summary
-
-
-def evaluate_on_truth(recs, truth_path, top_n, scored_keys=None) -> dict:
-    """Mock only: how many hidden (uncatalogued) lenses the recommendations recover; recall is
-    also given relative to the hidden lenses that passed the selection and were scored."""
-    truth = pd.read_csv(truth_path)
-    lens_keys = set(zip(truth.release, truth.brickid, truth.objid))
-    hidden = set(zip(truth.release[~truth.catalogued], truth.brickid[~truth.catalogued], truth.objid[~truth.catalogued]))
-    keys = list(zip(recs.RELEASE, recs.BRICKID, recs.OBJID))
-    is_lens = np.array([k in lens_keys for k in keys], dtype=bool)
-    found = [k for k in keys if k in hidden]
-    found_top = [k for k in keys[:top_n] if k in hidden]
-    scored_hidden = len(hidden & scored_keys) if scored_keys is not None else len(hidden)
-    return {
-        "hidden_lenses": len(hidden),
-        "hidden_lenses_scored": scored_hidden,
-        "recall_hidden_scored": len(found) / max(scored_hidden, 1),
-        "hidden_recovered": len(found), "recall_hidden": len(found) / max(len(hidden), 1),
-        f"hidden_recovered_top{top_n}": len(found_top), f"recall_hidden_top{top_n}": len(found_top) / max(len(hidden), 1),
-        "precision": float(is_lens.mean()) if len(keys) else float("nan"),
-        f"precision_top{top_n}": float(is_lens[:top_n].mean()) if len(keys) else float("nan"),
-    }
 
 
 def _write_tables(out_dir, recs):
