@@ -18,6 +18,7 @@ include: "workflow/rules/cutouts.smk"
 include: "workflow/rules/trainset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

@@ -65,7 +65,30 @@ def test_test_time_augmentation_averages_the_eight_symmetries(model_and_shards, 
     infer_sweep(d / "shards/manifest.json", d / "model/best.pt", tmp_path / "tta.parquet", tta=True, progress=False)
     infer_sweep(d / "shards/manifest.json", d / "model/best.pt", tmp_path / "plain.parquet", progress=False)
     tta, plain = pd.read_parquet(tmp_path / "tta.parquet"), pd.read_parquet(tmp_path / "plain.parquet")
-    assert len(tta) == len(plain) and not np.allclose(tta.prob, plain.prob)
+    # the stored logit is the mean of the model's logits over the 8 views of each cutout
+    model, _ = load_checkpoint(d / "model/best.pt")
+    images = torch.from_numpy(np.stack([ShardSet(d / "shards/manifest.json").get(tuple(k))
+                                        for k in tta[KEY].to_numpy()])).float()
+    with torch.no_grad():
+        expected = torch.stack([model(v) for v in d4(images)]).mean(0).numpy()
+    assert np.allclose(tta.logit, expected, atol=1e-5)
+    assert not np.allclose(tta.logit, plain.logit, atol=1e-3)  # the model is not symmetric yet
+
+
+def test_logits_come_from_a_float32_head_under_bf16_autocast(model_and_shards):
+    """bf16 keeps 8 bits of mantissa: a bf16 logit would turn the top of a ranking into ties."""
+    from lensfinder.infer import float32_head
+
+    d, ts = model_and_shards
+    x = torch.from_numpy(np.load(ts / "cutouts.npy")).float()
+    model, _ = load_checkpoint(d / "model/best.pt")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = model(x)
+        exact = float32_head(model)(x)
+    assert rounded.dtype == torch.bfloat16 and exact.dtype == torch.float32
+    # the float32 logits are not on bf16's grid, and they agree with the bf16 ones to bf16 precision
+    assert (exact != exact.bfloat16().float()).any()
+    assert torch.allclose(exact, rounded.float(), rtol=0.05, atol=0.05)
 
 
 def test_mismatched_or_missing_shards_name_both_files(model_and_shards, tmp_path):

@@ -37,12 +37,6 @@ def trainset_extra_inputs():
     return files + list(t.get("exclude", []))
 
 
-def rank_truth():
-    """The mock's truth table, to measure how many hidden lenses are recovered."""
-    truth = config["trainset"].get("truth")
-    return [truth] if truth else []
-
-
 def final_targets():
     return [
         *expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
@@ -52,4 +46,5 @@ def final_targets():
         *expand(f"{RESULTS}/models/{{model}}/best.pt", model=MODELS),
         f"{RESULTS}/ensemble/meta.json",
         f"{RESULTS}/recommendations/recommendations.parquet",
+        *([f"{RESULTS}/evaluation/metrics.json"] if config["evaluation"].get("truth") else []),
     ]

@@ -63,14 +63,18 @@ rule ensemble:
         "../scripts/ensemble.py"
 
 
+def model_scores(wildcards):
+    """Every sweep's scores, one named input per model (scores_<model>)."""
+    return {f"scores_{m}": expand(f"{RESULTS}/scores/{m}/{{sweep}}.parquet", sweep=SWEEPS) for m in MODELS}
+
+
 rule rank:
     input:
-        scores=expand(f"{RESULTS}/scores/{{model}}/{{sweep}}.parquet", model=MODELS, sweep=SWEEPS),
+        unpack(model_scores),
         objects=expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
         manifests=expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
         meta=f"{RESULTS}/ensemble/meta.pkl",
         catalogs=[c["path"] for c in config["lens_catalogs"]],
-        truth=rank_truth(),
     output:
         parquet=f"{RESULTS}/recommendations/recommendations.parquet",
         csv=report(f"{RESULTS}/recommendations/recommendations.csv", caption="../report/recommendations.rst",
@@ -86,7 +90,6 @@ rule rank:
         f"{RESULTS}/logs/rank.log",
     params:
         models=MODELS,
-        sweeps=SWEEPS,
         catalogs=config["lens_catalogs"],
         rank=config["rank"],
     resources:

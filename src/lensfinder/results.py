@@ -1,0 +1,105 @@
+"""``lensfinder-results RUN_DIR``: the run's headline figures as a Markdown table, read from
+its outputs (never typed by hand), for the README or a paper's notes.
+
+Quality figures are those of the evaluation stage: objects the networks never saw, purity
+at the sky's lens density, 95% intervals. Validation AUCs are listed as what they are: the
+split the model selection looked at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import LensfinderError
+
+
+def _ci(value, ci, fmt="{:.3f}"):
+    return f"{fmt.format(value)} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+
+
+def _pct(value, ci):
+    """Percentages: one decimal, or two significant digits below 1 %."""
+    def fmt(v):
+        return f"{v:.1f}" if v >= 1 or v == 0 else f"{v:.2g}"
+
+    return f"{fmt(100 * value)} [{fmt(100 * ci[0])}, {fmt(100 * ci[1])}] %"
+
+
+def _sci(value, ci):
+    return _ci(value, ci, "{:.2g}")
+
+
+def results_table(run_dir) -> str:
+    """The Markdown table of a finished run (``results/<run>``)."""
+    d = Path(run_dir)
+    need = ["objects/selection_counts.csv", "trainset/summary.json", "ensemble/evaluation.csv",
+            "recommendations/summary.json"]
+    missing = [n for n in need if not (d / n).exists()]
+    if missing:
+        raise LensfinderError(f"{d} lacks {missing}: run the workflow to the end first (snakemake --cores all)")
+    counts = pd.read_csv(d / "objects/selection_counts.csv").set_index("sweep").loc["total"]
+    ts = json.loads((d / "trainset/summary.json").read_text())
+    ens = pd.read_csv(d / "ensemble/evaluation.csv").set_index("scorer")
+    rec = json.loads((d / "recommendations/summary.json").read_text())
+    rows = [("sweep rows / selected objects", f"{int(counts['input']):,} / {int(counts['selected']):,}"),
+            ("training set", f"{ts['lenses']} lenses + {ts['nonlenses']:,} nonlenses (ratio {ts['ratio_target']:g} "
+                             f"per stratum); validation {ts['split']['val']['lenses']} + {ts['split']['val']['nonlenses']}")]
+    models = [m for m in ens.index if m not in ("mean", "meta-learner")]
+    best = []
+    for m in models:
+        hist = pd.read_csv(d / f"models/{m}/metrics.csv")
+        i = hist["val_auc"].idxmax()
+        best.append(f"`{m}` {hist['val_auc'][i]:.3f} (epoch {int(hist['epoch'][i])})")
+    rows.append(("validation AUC, best epoch (the split model selection used)", "; ".join(best)))
+    rows.append(("validation AUC, mean / meta-learner", f"{ens.loc['mean', 'auc']:.3f} / {ens.loc['meta-learner', 'auc']:.3f}"))
+    metrics_path = d / "evaluation/metrics.json"
+    if metrics_path.exists():
+        m = json.loads(metrics_path.read_text())
+        sample = m["_sample"]
+        f = sample["sky_lens_fraction"]
+        rows.append(("never-seen objects (in neither split)", f"{sample['never_seen_objects']:,}, of which "
+                     f"{sample['never_seen_lenses']} lenses ({100 * sample['sample_lens_fraction']:.1f} %)"))
+        scorers = [k for k in m if not k.startswith("_")]
+        rows.append(("never-seen AUC [95 %]", "; ".join(f"`{s}` {_ci(m[s]['auc'], m[s]['auc_ci'])}" for s in scorers)))
+        n_cut = sample["recommendation_cut"]["objects_selected"]
+        for s in scorers:
+            c = m[s]["cut"]
+            rows.append((f"`{s}` at the recommendation cut (top {n_cut} of all scored)",
+                         f"recall {_pct(c['recall'], c['recall_ci'])}; FPR {_sci(c['fpr'], c['fpr_ci'])}; "
+                         f"purity at the sky's density ({f:g}) {_pct(c['purity_sky'], c['purity_sky_ci'])}"))
+        meta = m["meta-learner"]
+        for q, t in meta["top_fractions"].items():
+            rows.append((f"`meta-learner` in the top {q} of never-seen objects ({t['selected']:.3g} objects)",
+                         f"recall {_pct(t['recall'], t['recall_ci'])}; purity at the sky's density "
+                         f"{_pct(t['purity_sky'], t['purity_sky_ci'])}"))
+        if meta["per_theta_e"]:
+            rows.append(("`meta-learner` recall at the cut by theta_E", "; ".join(
+                f"{b['theta_e_lo']:g}-{b['theta_e_hi']:g}\": {_pct(b['recall'], b['recall_ci'])} (n={b['n_lenses']})"
+                for b in meta["per_theta_e"])))
+        recd = sample.get("recommendations")
+        if recd:
+            rows.append(("never-seen lenses among the recommendations",
+                         f"{recd['never_seen_lenses_recommended']} of {recd['recommended']} recommendations"))
+    rows.append(("recommendations", f"{rec['selected']} selected of {rec['scored_objects']:,} scored; "
+                 f"{rec['known_systems_removed']} known systems removed, {rec['merged_duplicates']} merged; "
+                 f"{rec['recommendations']} recommended"))
+    lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Print a run's headline figures (Markdown) from its outputs.")
+    ap.add_argument("run_dir", nargs="?", default="results/mock", help="results/<run> (default results/mock)")
+    args = ap.parse_args(argv)
+    try:
+        print(results_table(args.run_dir))
+    except LensfinderError as err:
+        raise SystemExit(f"lensfinder-results: {err}") from None
+
+
+if __name__ == "__main__":
+    main()
