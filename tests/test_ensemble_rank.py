@@ -148,3 +148,18 @@ def test_ranking_orders_saturated_probabilities_by_logit(ranking_inputs):
     recs = pd.read_parquet(d / "sat/recommendations.parquet")
     assert recs.OBJID.tolist() == [20, 30]
     assert recs.LOGIT_ENSEMBLE.iloc[0] > recs.LOGIT_ENSEMBLE.iloc[1]
+
+
+def test_duplicate_keys_in_a_score_file_are_an_error_naming_it(ranking_inputs):
+    from lensfinder.errors import LensfinderError
+
+    d, _ = ranking_inputs
+    s = pd.read_parquet(d / "scores_b.parquet")
+    pd.concat([s, s.iloc[[3]]]).to_parquet(d / "scores_b.parquet")
+    with pytest.raises(LensfinderError, match=r"scores_b.parquet holds 1 duplicate key.*\[\[10000, 7, 3\], \[10000, 7, 3\]\]"):
+        rank({"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"],
+             [d / "shards/manifest.json"], d / "meta.pkl", [{"path": str(d / "known.csv")}], RankConfig(), d / "x")
+    # the same key in two sweeps' tables
+    with pytest.raises(LensfinderError, match="the objects tables hold the same key in two sweeps"):
+        rank({"a": [d / "scores_a.parquet"]}, [d / "objects.parquet", d / "objects.parquet"],
+             [d / "shards/manifest.json"], d / "meta.pkl", [{"path": str(d / "known.csv")}], RankConfig(), d / "x")

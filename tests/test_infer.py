@@ -102,3 +102,24 @@ def test_mismatched_or_missing_shards_name_both_files(model_and_shards, tmp_path
     with pytest.raises(LensfinderError, match=r"shard-000.npy listed in .*manifest.json is missing.*best.pt"):
         infer_sweep(tmp_path / "big/manifest.json", d / "model/best.pt", tmp_path / "x.parquet", progress=False)
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_an_empty_sweep_gives_a_valid_empty_score_table(model_and_shards, tmp_path):
+    """A sweep that selected nothing (or whose cutouts all failed) has an empty shard set:
+    inference writes an empty table with the full schema, not a KeyError."""
+    d, _ = model_and_shards
+    ShardWriter(tmp_path / "empty", 32, "dr10").close(0)
+    info = infer_sweep(tmp_path / "empty/manifest.json", d / "model/best.pt", tmp_path / "e.parquet", progress=False)
+    scores = pd.read_parquet(tmp_path / "e.parquet")
+    assert info == {"rows": 0, "nan": 0} and len(scores) == 0
+    assert list(scores.columns) == [*KEY, "RA", "DEC", "logit", "prob"]
+    assert scores.logit.dtype == np.float32 and scores.OBJID.dtype == np.int64
+
+
+def test_duplicate_keys_in_a_shard_set_are_an_error_naming_it(model_and_shards, tmp_path):
+    writer = ShardWriter(tmp_path / "dup", 32, "dr10")
+    for i in (1, 2, 1):
+        writer.add(np.zeros((3, 32, 32), np.float32), {"RELEASE": 10000, "BRICKID": 3, "OBJID": i, "RA": 1.0, "DEC": 1.0})
+    writer.close(3)
+    with pytest.raises(LensfinderError, match=r"dup/manifest.json holds 1 duplicate key.*\[10000, 3, 1\]"):
+        ShardSet(tmp_path / "dup/manifest.json")

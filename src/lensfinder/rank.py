@@ -25,7 +25,7 @@ from .crossmatch import friends_of_friends, nearest
 from .ensemble import apply_meta, load_meta
 from .errors import LensfinderError, atomic_path
 from .survey import desi_names
-from .shards import KEY, ShardCollection
+from .shards import KEY, ShardCollection, read_keyed
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,16 @@ def combine_scores(score_paths: dict, objects_paths, meta_path) -> pd.DataFrame:
     mean and the ensemble. ``LOGIT_*`` are float32-exact ranking scores; ``SCORE_*`` their
     probabilities (sigmoid), which saturate at 1.0 and are for reading, not ranking."""
     meta = load_meta(meta_path)
-    objects = pd.concat([pd.read_parquet(p) for p in objects_paths], ignore_index=True).set_index(list(KEY))
+    cols = ["RA", "DEC", "TYPE", "REGION", "MAG_G", "MAG_R", "MAG_Z", "SWEEP"]
+    objects = _unique(pd.concat([read_keyed(p, cols) for p in objects_paths], ignore_index=True), "the objects tables")
     table = None
     for model, paths in score_paths.items():
-        scores = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True).set_index(list(KEY))
+        scores = _unique(pd.concat([read_keyed(p, ["logit"]) for p in paths], ignore_index=True),
+                         f"the score tables of model {model}")
         col = scores["logit"].astype(np.float64).rename(f"LOGIT_{model.upper()}")
         table = col.to_frame() if table is None else table.join(col, how="outer")
     logit_cols = [c for c in table.columns if c.startswith("LOGIT_")]
-    table = table.join(objects[["RA", "DEC", "TYPE", "REGION", "MAG_G", "MAG_R", "MAG_Z", "SWEEP"]], how="left")
+    table = table.join(objects[cols], how="left")
     table["LOGIT_MEAN"] = table[logit_cols].mean(axis=1, skipna=False)
     features = table[logit_cols].rename(columns=lambda c: c.removeprefix("LOGIT_").lower())
     missing = [m for m in meta["inputs"] if m not in features.columns]
@@ -67,6 +69,16 @@ def combine_scores(score_paths: dict, objects_paths, meta_path) -> pd.DataFrame:
     for c in [*logit_cols, "LOGIT_MEAN", "LOGIT_ENSEMBLE"]:
         table["SCORE_" + c.removeprefix("LOGIT_")] = expit(table[c])
     return table.reset_index()
+
+
+def _unique(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``frame`` indexed by key; a key in two sweeps' files is an error (joins would multiply it)."""
+    frame = frame.set_index(list(KEY))
+    if frame.index.has_duplicates:
+        dup = frame.index[frame.index.duplicated()].unique()[:3].tolist()
+        raise LensfinderError(f"{what} hold the same key in two sweeps, e.g. {dup}: check survey.sweeps for a "
+                              "sweep listed twice or overlapping regions")
+    return frame
 
 
 def select(table: pd.DataFrame, cfg: RankConfig) -> pd.DataFrame:

@@ -41,6 +41,20 @@ def sha256(path, chunk=1 << 24) -> str:
     return h.hexdigest()
 
 
+def read_keyed(path, columns=None):
+    """A Parquet table of objects keyed by (RELEASE, BRICKID, OBJID), checked unique: a
+    repeated key would multiply rows in every later join."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path, columns=None if columns is None else [*KEY, *(c for c in columns if c not in KEY)])
+    dup = frame.duplicated(list(KEY), keep=False)
+    if dup.any():
+        raise LensfinderError(f"{path} holds {int(frame.duplicated(list(KEY)).sum())} duplicate key(s) (RELEASE, "
+                              f"BRICKID, OBJID), e.g. {frame.loc[dup, list(KEY)].head(2).values.tolist()}: "
+                              "re-run the job that wrote it")
+    return frame
+
+
 class ShardWriter:
     """Accumulate cutouts and index rows; flush fixed-size shards atomically."""
 
@@ -132,11 +146,24 @@ class ShardSet:
             arr = np.load(path, mmap_mode="r")
             if arr.shape[0] != s["rows"] or list(arr.shape[1:]) != self.manifest["shape"]:
                 raise LensfinderError(f"shard {path} has shape {arr.shape}, not what {self.manifest_path} says")
+            index = pq.read_table(self.dir / s["index"]).to_pandas()
+            if len(index) != len(arr):
+                raise LensfinderError(f"shard index {self.dir / s['index']} has {len(index)} rows for {len(arr)} "
+                                      f"cutouts in {path}: re-run its cutouts job")
             self.arrays.append(arr)
-            frames.append(pq.read_table(self.dir / s["index"]).to_pandas())
-        self.index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(KEY))
+            frames.append(index)
+        # a sweep with nothing selected, or whose cutouts all failed, is a valid empty set
+        empty = pd.DataFrame({**{k: pd.Series(dtype="int64") for k in KEY},
+                              "RA": pd.Series(dtype="float64"), "DEC": pd.Series(dtype="float64")})
+        self.index = pd.concat(frames, ignore_index=True) if frames else empty
         self._offsets = np.cumsum([0] + [len(a) for a in self.arrays])
-        self._by_key = {k: i for i, k in enumerate(zip(*(self.index[c].tolist() for c in KEY)))}
+        keys = list(zip(*(self.index[c].astype("int64").tolist() for c in KEY)))
+        self._by_key = {k: i for i, k in enumerate(keys)}
+        if len(self._by_key) != len(keys):
+            dup = self.index[self.index.duplicated(list(KEY), keep=False)][list(KEY)].drop_duplicates()
+            raise LensfinderError(f"shard set {self.manifest_path} holds {len(keys) - len(self._by_key)} duplicate "
+                                  f"key(s) (RELEASE, BRICKID, OBJID), e.g. {dup.head(3).values.tolist()}: "
+                                  "check the sweep for repeated rows and re-run select and cutouts")
 
     def __len__(self):
         return int(self._offsets[-1])
