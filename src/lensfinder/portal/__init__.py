@@ -1,0 +1,10 @@
+"""Visual inspection: a web portal where people grade candidates, and the grades fed back.
+
+* ``candidates``: the table to grade (recommendations or a training set's review.csv);
+* ``database``: the SQLite grades file (WAL, every grade committed before the answer);
+* ``consensus``: paper IV's consensus of several graders (mean -> A/B/C/D);
+* ``images``: PNG views (RGB, g, r, z, 201-px context) from the run's shards, LRU-cached;
+* ``app``: the Starlette app: the page and its JSON API, behind an access token;
+* ``cli``: ``lensfinder-inspect serve``;
+* ``feedback``: graded tables, new lenses, hard negatives and rejections for the next run.
+"""

@@ -1,0 +1,173 @@
+"""Grades fed back: the inspection outputs, the next training set built from them, the rule."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import fitsio
+import pandas as pd
+import pytest
+
+from conftest import make_workdir, run_snakemake, tiny_config
+from lensfinder.catalogs import CatalogSpec, read_catalog
+from lensfinder.crossmatch import within
+from lensfinder.portal.database import GradesDB
+from lensfinder.portal.feedback import InspectionConfig, feed_back
+from lensfinder.shards import ShardSet
+from lensfinder.trainset import TrainsetConfig, build_trainset, read_key_list
+from portal_support import make_run, write_recommendations
+
+KEY = ["RELEASE", "BRICKID", "OBJID"]
+BATCH = "tiny/recommendations"
+
+
+def keys_of(frame):
+    return list(map(tuple, frame[KEY].astype(int).to_numpy().tolist()))
+
+
+@pytest.fixture(scope="module")
+def graded_run(tiny_mock, tmp_path_factory):
+    """A small real run whose recommendations lead with hidden (uncatalogued) lenses and
+    nonlenses of a first training set; graded by two inspectors in the portal's database."""
+    root, _, files = tiny_mock
+    base = tmp_path_factory.mktemp("inspection")
+    run_dir = base / "results" / "tiny"
+    manifests = make_run(root, files, run_dir)
+    objects = sorted(run_dir.glob("objects/*.parquet"))
+    # Lenses nobody has catalogued yet: the mock's hidden lenses with a cutout, and two
+    # catalogued A/B lenses whose entries are taken out of the first run's catalogue.
+    with_cutout = set().union(*(keys_of(ShardSet(m).index) for m in manifests))
+    truth = pd.read_csv(root / "truth/lenses.csv")
+    truth["key"] = list(zip(truth.release, truth.brickid, truth.objid))
+    truth = truth[truth.key.isin(with_cutout)]
+    planted = truth[truth.catalogued & truth.grade.isin(["A", "B"])].head(2)
+    hidden = list(truth[~truth.catalogued].key)[:1] + list(planted.key)
+    assert len(hidden) >= 2, "the tiny mock needs uncatalogued lenses with cutouts"
+    known = pd.read_csv(root / "catalogues/known_lenses.csv")
+    far = ~within(known.ra.to_numpy(), known.dec.to_numpy(), planted.ra.to_numpy(), planted.dec.to_numpy(), 3.0)
+    assert (~far).sum() == len(planted)
+    known[far].to_csv(base / "known.csv", index=False)
+    catalogs = [{"path": str(base / "known.csv"), "label": "mock"}]
+    cfg = TrainsetConfig(ratio=1000, grades=["A", "B"], seed=3)
+    build_trainset(objects, manifests, catalogs, cfg, base / "trainset1", progress=False)
+    labels1 = pd.read_parquet(base / "trainset1/labels.parquet")
+    negatives = keys_of(labels1[labels1.LABEL == 0].head(3))
+    recs = write_recommendations(run_dir, n=20, first=hidden + negatives)
+    db = base / "grades.sqlite"
+    grades = GradesDB(db)
+    plan = {hidden[0]: (4, 4), hidden[1]: (4, 2)}  # A, B (mean 3.0)
+    if len(hidden) > 2:
+        plan[hidden[2]] = (3, 1)  # C: not a new lens, but a rejection (mean 2 >= 1)
+    plan.update({k: (0, 0) for k in negatives[:2]})  # not lenses: hard negatives
+    plan[negatives[2]] = (1, 0)  # mean 0.5: a hard negative at the boundary
+    for key, (a, b) in plan.items():
+        grades.set_grade(BATCH, key, "ann", a, "arc" if a == 4 else "")
+        grades.set_grade(BATCH, key, "bob", b)
+    grades.set_grade(BATCH, keys_of(recs.iloc[[10]])[0], "ann", 4)  # one grader only: not settled
+    grades.close()
+    return dict(root=root, base=base, run_dir=run_dir, objects=objects, manifests=manifests, catalogs=catalogs,
+                cfg=cfg, labels1=labels1, hidden=hidden, negatives=negatives, plan=plan, db=db, recs=recs)
+
+
+def test_outputs_and_the_next_training_set(graded_run, tmp_path):
+    g = graded_run
+    out = tmp_path / "inspection"
+    summary = feed_back(g["run_dir"] / "recommendations/recommendations.parquet", g["db"], out, InspectionConfig(), BATCH)
+    assert summary["grades"] == 2 * len(g["plan"]) + 1 and summary["settled"] == len(g["plan"])
+
+    graded = pd.read_parquet(out / "graded.parquet")
+    assert len(graded) == 20 and keys_of(graded) == keys_of(g["recs"])
+    by_key = dict(zip(keys_of(graded), graded.itertuples()))
+    for key, (a, b) in g["plan"].items():
+        row = by_key[key]
+        assert (row.N_GRADERS, row.MEAN_GRADE, row.GRADE_DIFFERENCE, row.SETTLED) == (2, (a + b) / 2, abs(a - b), True)
+    assert by_key[g["hidden"][0]].CONSENSUS == "A" and by_key[g["hidden"][1]].CONSENSUS == "B"
+    assert by_key[keys_of(g["recs"].iloc[[10]])[0]].SETTLED == False  # noqa: E712 - numpy bool
+    fits = fitsio.read(str(out / "graded.fits"), ext="GRADED")
+    assert len(fits) == 20 and list(fits["CONSENSUS"].astype(str)[:2]) == ["A", "B"]
+    assert pd.read_csv(out / "graded.csv").shape == graded.shape
+
+    # new lenses: A and B, in the lens-catalogue format the lens_catalogs reader takes
+    new, problems = read_catalog(CatalogSpec(path=str(out / "new_lenses.csv"), label="inspection"), strict=True)
+    assert problems == [] and list(new.grade) == ["A", "B"]
+    assert keys_of(pd.read_csv(out / "new_lenses.csv")) == g["hidden"][:2]
+    assert set(new.reference) == {f"lensfinder visual inspection, batch {BATCH}"}
+    # hard negatives and rejections: key lists that trainset.exclude / trainset.rejections read
+    assert read_key_list(out / "hard_negatives.csv") == set(g["negatives"])
+    assert read_key_list(out / "rejections.csv") == set(g["hidden"])
+
+    # the next training set: new lenses are positives, hard negatives leave the nonlens sample
+    catalogs2 = g["catalogs"] + [{"path": str(out / "new_lenses.csv"), "label": "inspection"}]
+    cfg2 = TrainsetConfig(**{**g["cfg"].__dict__, "exclude": [str(out / "hard_negatives.csv")]})
+    build_trainset(g["objects"], g["manifests"], catalogs2, cfg2, tmp_path / "trainset2", progress=False)
+    labels2 = pd.read_parquet(tmp_path / "trainset2/labels.parquet")
+    pos1, pos2 = set(keys_of(g["labels1"][g["labels1"].LABEL == 1])), set(keys_of(labels2[labels2.LABEL == 1]))
+    assert not set(g["hidden"][:2]) & pos1 and pos2 == pos1 | set(g["hidden"][:2])
+    from_inspection = labels2[(labels2.LABEL == 1) & labels2.SOURCE_CATALOG.str.contains("inspection")]
+    assert set(keys_of(from_inspection)) == set(g["hidden"][:2])
+    neg1, neg2 = set(keys_of(g["labels1"][g["labels1"].LABEL == 0])), set(keys_of(labels2[labels2.LABEL == 0]))
+    assert set(g["negatives"]) <= neg1 and not set(g["negatives"]) & neg2
+    excl = pd.read_parquet(tmp_path / "trainset2/exclusions.parquet")
+    assert set(keys_of(excl[excl.reason == "excluded_by_list"])) == set(g["negatives"])
+
+
+def test_a_review_batch_writes_the_rejections(graded_run, tmp_path):
+    g = graded_run
+    index = ShardSet(g["manifests"][0]).index.head(4)
+    review = index[[*KEY, "RA", "DEC", "TYPE"]].assign(STRATUM="SER|DECaLS|4", score=[0.9, 0.8, 0.7, 0.6], status="kept")
+    review.to_csv(tmp_path / "review.csv", index=False)
+    db = tmp_path / "grades.sqlite"
+    grades = GradesDB(db)
+    for key, (a, b) in zip(keys_of(review), [(3, 2), (1, 1), (0, 1), (0, 0)]):
+        grades.set_grade("tiny/review", key, "ann", a)
+        grades.set_grade("tiny/review", key, "bob", b)
+    grades.close()
+    summary = feed_back(tmp_path / "review.csv", db, tmp_path / "out", InspectionConfig(), "tiny/review")
+    assert summary["kind"] == "review"
+    assert read_key_list(tmp_path / "out/rejections.csv") == set(keys_of(review)[:2])  # mean >= 1
+    assert read_key_list(tmp_path / "out/hard_negatives.csv") == set(keys_of(review)[2:])  # mean <= 0.5, score >= 0.5
+
+
+def test_the_export_csv_gives_the_same_outputs(graded_run, tmp_path):
+    """The rule also reads the portal's export.csv instead of the database."""
+    from lensfinder.portal.app import Portal
+    from lensfinder.portal.candidates import load_candidates
+    from lensfinder.portal.images import ImageSource
+
+    g = graded_run
+    recs_path = g["run_dir"] / "recommendations/recommendations.parquet"
+    frame, kind = load_candidates(recs_path)
+    portal = Portal(frame, kind, BATCH, GradesDB(g["db"]), ImageSource(g["run_dir"]))
+    header, rows = portal.export_rows()
+    pd.DataFrame(rows, columns=header).to_csv(tmp_path / "export.csv", index=False)
+    feed_back(recs_path, tmp_path / "export.csv", tmp_path / "a", InspectionConfig(), BATCH)
+    feed_back(recs_path, g["db"], tmp_path / "b", InspectionConfig(), BATCH)
+    for name in ("graded.csv", "new_lenses.csv", "hard_negatives.csv", "rejections.csv"):
+        a, b = pd.read_csv(tmp_path / "a" / name), pd.read_csv(tmp_path / "b" / name)
+        pd.testing.assert_frame_equal(a.drop(columns=["COMMENTS"], errors="ignore"), b.drop(columns=["COMMENTS"], errors="ignore"))
+
+
+@pytest.mark.workflow
+def test_the_inspection_rule_runs_on_request_only(graded_run, tmp_path):
+    g = graded_run
+    cfg = tiny_config(source="tree", root=str(g["root"]))
+    cfg["run"] = "tiny"
+    cands = tmp_path / "recommendations.parquet"  # outside results/: no rule makes it
+    shutil.copy(g["run_dir"] / "recommendations/recommendations.parquet", cands)
+    work = make_workdir(tmp_path, cfg)
+    snakefile = work / "Snakefile"
+    if "inspection.smk" not in snakefile.read_text():  # until the lead includes it
+        snakefile.write_text(snakefile.read_text().replace('include: "workflow/rules/infer.smk"\n',
+                                                           'include: "workflow/rules/infer.smk"\n'
+                                                           'include: "workflow/rules/inspection.smk"\n'))
+    dry = run_snakemake(work, "-n")
+    assert "rule inspection" not in dry.stdout and "inspection" not in dry.stdout.split("Job stats")[-1]
+    missing = run_snakemake(work, "inspection", check=False)
+    assert missing.returncode != 0 and "needs the grades database" in missing.stdout
+    run = run_snakemake(work, "inspection", "--config", f"inspection={{db: {g['db']}, candidates: {cands}}}")
+    out = work / "results/tiny/inspection"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["batch"] == BATCH and summary["new_lenses"] == 2, run.stdout[-2000:]
+    for name in ("graded.parquet", "graded.csv", "graded.fits", "new_lenses.csv", "hard_negatives.csv", "rejections.csv"):
+        assert (out / name).stat().st_size > 0

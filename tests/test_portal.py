@@ -1,0 +1,235 @@
+"""The inspection portal: consensus, access control, and two inspectors grading in headless chromium."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import yaml
+
+from lensfinder.errors import LensfinderError
+from lensfinder.portal.consensus import consensus, consensus_grade
+from lensfinder.portal.database import GradesDB
+from lensfinder.portal.images import ImageSource
+from portal_support import Server, chrome, close_chrome, make_run, write_recommendations
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="module")
+def small_run(tiny_mock, tmp_path_factory):
+    """results/tiny/ with real shards of the tiny mock and a 20-candidate recommendations table,
+    and a config naming the survey tree (for the context view)."""
+    root, _, files = tiny_mock
+    base = tmp_path_factory.mktemp("portal")
+    run_dir = base / "results" / "tiny"
+    make_run(root, files, run_dir)
+    recs = write_recommendations(run_dir, n=20)
+    config = base / "config.yaml"
+    config.write_text(yaml.safe_dump({"run": "tiny", "survey": {"source": "tree", "root": str(root),
+                                                                 "release": "dr10", "region": "south"}}))
+    return run_dir, recs, config
+
+
+def start_server(small_run, db, *extra):
+    run_dir, _, config = small_run
+    return Server(run_dir / "recommendations" / "recommendations.parquet", db, "--config", config, *extra).start()
+
+
+def browser_or_fail():
+    try:
+        return chrome()
+    except Exception as err:  # noqa: BLE001 - any start failure: fail in CI, else skip with the reason
+        if IN_CI:
+            pytest.fail(f"headless chromium could not start (CI=true): {err}")
+        pytest.skip(f"headless chromium could not start: {err}")
+
+
+# --- consensus ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("grades, letter", [
+    ([4, 3], "A"),        # mean 3.5: A at the boundary
+    ([4, 3, 3], "B"),     # 3.33
+    ([3, 3], "B"),        # 3.0: B at the boundary
+    ([4, 2, 3, 2], "C"),  # 2.75
+    ([3, 2], "C"),        # 2.5
+    ([2, 2], "C"),        # 2.0: C at the boundary
+    ([2, 1], "D"),        # 1.5
+    ([0, 0], "D"),
+    ([], ""),
+])
+def test_consensus_at_its_boundaries(grades, letter):
+    assert consensus(grades).grade == letter
+
+
+def test_consensus_thresholds_and_settling():
+    assert [consensus_grade(m) for m in (4.0, 3.5, np.nextafter(3.5, 0), 3.0, np.nextafter(3.0, 0), 2.0,
+                                         np.nextafter(2.0, 0), 0.0)] == ["A", "A", "B", "B", "C", "C", "D", "D"]
+    c = consensus([4, 1], min_graders=2)
+    assert (c.n_graders, c.mean, c.difference, c.grade, c.settled) == (2, 2.5, 3, "C", True)
+    assert not consensus([4], min_graders=2).settled and consensus([4], min_graders=1).settled
+
+
+# --- access control -----------------------------------------------------------------------
+
+def test_token_required_and_path_traversal_refused(small_run, tmp_path):
+    server = start_server(small_run, tmp_path / "grades.sqlite")
+    try:
+        routes = ["/api/candidates", "/api/candidates/0", "/api/candidates/0/image.png?view=rgb", "/api/progress",
+                  "/api/export.csv", "/", "/static/portal.js"]
+        for path in routes:
+            assert server.request(path, token=False)[0] == 401, path
+            status, body = server.request(path, token="wrong-" + server.token)
+            assert status == 401, path
+        assert b"access token" in server.request("/api/candidates", token=False)[1]
+        grade = json.dumps({"candidate": 0, "inspector": "eve", "grade": 4}).encode()
+        assert server.request("/api/grades", data=grade, token=False)[0] == 401
+        assert json.loads(server.get("/api/progress"))["inspectors"] == {}
+        # the other ways to give the token
+        assert server.request("/api/progress", token=False, headers={"Authorization": f"Bearer {server.token}"})[0] == 200
+        assert server.request(f"/api/progress?token={server.token}", token=False)[0] == 200
+        assert server.request("/api/progress", token=False, headers={"Cookie": f"lensfinder_token={server.token}"})[0] == 200
+        # path traversal: nothing outside the package's static files or the run's shards is served
+        for path in ["/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/static/..%2fapp.py",
+                     "/static/%2e%2e/app.py", "/api/candidates/..%2f..%2fetc%2fpasswd/image.png",
+                     "/api/candidates/0/image.png?view=../../etc/passwd", "/api/candidates/-1/image.png",
+                     "/..%2f..%2fetc%2fpasswd", "/static//etc/passwd"]:
+            status, body = server.request(path)
+            assert status in (400, 404), (path, status)
+            assert b"root:" not in body and b"import" not in body, path
+        # clear 4xx answers
+        post = lambda d: server.request("/api/grades", data=json.dumps(d).encode())  # noqa: E731
+        status, body = post({"candidate": 99, "inspector": "eve", "grade": 3})
+        assert status == 404 and b"unknown candidate" in body
+        status, body = post({"candidate": 0, "inspector": "eve", "grade": 5})
+        assert status == 422 and b"not one of 0-4" in body
+        status, body = post({"candidate": 0, "grade": 3})
+        assert status == 400 and b"inspector is required" in body
+        assert server.request("/api/candidates/0/image.png?view=w1")[0] == 400
+        assert server.get("/api/candidates/0/image.png?view=context")[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        server.stop()
+
+
+def test_shards_outside_the_run_are_refused(small_run, tmp_path):
+    run_dir, _, _ = small_run
+    elsewhere = tmp_path / "results" / "other"
+    (elsewhere / "cutouts").mkdir(parents=True)
+    outside = next(run_dir.glob("cutouts/*"))
+    os.symlink(outside, elsewhere / "cutouts" / outside.name)
+    with pytest.raises(LensfinderError, match="outside the run directory"):
+        ImageSource(elsewhere)
+
+
+# --- the page in a real browser -------------------------------------------------------------
+
+GRADES = {"ann": [4, 4, 3, 3, 2, 2, 1, 1, 0, 0], "bob": [3, 4, 4, 3, 2, 1, 1, 0, 0, 4]}
+
+
+def _open_as(driver, server, name):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(server.url)
+    box = driver.find_element(By.ID, "inspector")
+    box.clear()
+    box.send_keys(name, Keys.ENTER)
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+        "return window.lensfinder.ready && window.lensfinder.state.inspector === arguments[0]"
+        " && document.body.dataset.shown !== undefined", name))
+
+
+def _shown(driver):
+    return driver.execute_script("return [document.body.dataset.shown, document.getElementById('mine').dataset.grade,"
+                                 " document.getElementById('progress-text').textContent]")
+
+
+def _press(driver, key):
+    """Press a key on the page and wait until the next candidate is fully shown."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    n = driver.execute_script("return window.lensfinder.timings.length")
+    driver.find_element("tag name", "body").send_keys(key)
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.lensfinder.timings.length") > n)
+
+
+def test_two_inspectors_grade_with_the_keyboard_reload_and_survive_sigkill(small_run, tmp_path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    run_dir, recs, _ = small_run
+    db = tmp_path / "grades.sqlite"
+    server = start_server(small_run, db)
+    driver = browser_or_fail()
+    try:
+        for name, grades in GRADES.items():
+            _open_as(driver, server, name)
+            assert _shown(driver)[0] == "0"  # both start at the top: nothing is settled yet
+            for g in grades:
+                _press(driver, str(g))
+            WebDriverWait(driver, 30).until(lambda d: d.execute_script("return window.lensfinder.state.pending") == 0)
+            assert "NOT SAVED" not in driver.find_element("id", "status").text
+        # reload as bob: the grades come back from the server; resume at the first ungraded
+        driver.refresh()
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+            "return window.lensfinder.ready && document.body.dataset.shown !== undefined"))
+        shown, mine, progress = _shown(driver)
+        assert shown == "10" and mine == "" and progress == "bob: 10 / 20 graded"
+        for k in range(9, -1, -1):  # p walks back through bob's ten grades
+            _press(driver, "p")
+            shown, mine, _ = _shown(driver)
+            assert (shown, mine) == (str(k), str(GRADES["bob"][k]))
+        # ann sees her own grades after a reload too
+        _open_as(driver, server, "ann")
+        assert _shown(driver)[0] == "10"
+        _press(driver, "p")
+        assert _shown(driver)[:2] == ["9", "0"]
+    finally:
+        close_chrome(driver)
+        server.kill(signal.SIGKILL)
+    assert server.proc.returncode == -signal.SIGKILL
+    # a fresh server on the same database: every grade is there, with the right consensus
+    server = start_server(small_run, db)
+    try:
+        rows = list(csv.DictReader(io.StringIO(server.get("/api/export.csv").decode())))
+    finally:
+        server.stop()
+    assert len(rows) == 20 and [r["NAME"] for r in rows] == list(recs.NAME)
+    assert sum(r["grade_ann"] != "" for r in rows) + sum(r["grade_bob"] != "" for r in rows) == 20
+    for i, row in enumerate(rows[:10]):
+        a, b = GRADES["ann"][i], GRADES["bob"][i]
+        assert (int(row["grade_ann"]), int(row["grade_bob"])) == (a, b)
+        assert int(row["n_graders"]) == 2 and row["settled"] == "1"
+        assert float(row["mean_grade"]) == pytest.approx((a + b) / 2)
+        assert int(row["difference"]) == abs(a - b)
+        assert row["consensus"] == consensus_grade((a + b) / 2)
+    assert [r["consensus"] for r in rows[:10]] == ["A", "A", "A", "B", "C", "D", "D", "D", "D", "C"]
+    assert all(r["n_graders"] == "0" and r["consensus"] == "" for r in rows[10:])
+    # the database itself holds them too (what the inspection rule reads)
+    assert len(GradesDB(db).grades("tiny/recommendations")) == 20
+
+
+def test_settled_candidates_go_to_the_back_of_the_queue(small_run, tmp_path):
+    db = tmp_path / "grades.sqlite"
+    grades = GradesDB(db)
+    run_dir, recs, _ = small_run
+    for name in ("ann", "bob"):
+        for i in (0, 2):
+            grades.set_grade("tiny/recommendations", (recs.RELEASE[i], recs.BRICKID[i], recs.OBJID[i]), name, 3)
+    grades.set_grade("tiny/recommendations", (recs.RELEASE[1], recs.BRICKID[1], recs.OBJID[1]), "ann", 3)
+    grades.close()
+    server = start_server(small_run, db)
+    try:
+        carl = json.loads(server.get("/api/candidates?inspector=carl"))
+        ann = json.loads(server.get("/api/candidates?inspector=ann"))
+    finally:
+        server.stop()
+    assert carl["queue"] == [1, *range(3, 20), 0, 2]  # settled by two others: last
+    assert ann["queue"] == list(range(20))  # her own grades stay where they are
+    assert carl["candidates"][0]["consensus"] == "B" and carl["candidates"][0]["settled"]
+    assert carl["progress"]["inspectors"] == {"ann": 3, "bob": 2}
