@@ -1,11 +1,21 @@
-"""Spherical cross-match: against astropy, across RA 0/360 and near the poles."""
+"""Spherical cross-match: against astropy, across RA 0/360 and near the poles; square cutout
+footprints against an astropy TAN WCS."""
 
 import numpy as np
 import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord, match_coordinates_sky
 
-from lensfinder.crossmatch import friends_of_friends, nearest, separation_arcsec, within
+from lensfinder.crossmatch import (
+    friends_of_friends,
+    friends_of_friends_square,
+    nearest,
+    pairs_in_square,
+    separation_arcsec,
+    tangent_offsets_arcsec,
+    within,
+    within_square,
+)
 
 
 def test_nearest_agrees_with_astropy_on_random_catalogues():
@@ -52,3 +62,50 @@ def test_empty_inputs_and_friends_of_friends_chains():
     ra = [10.0, 10.0 + 1.5 / 3600, 10.0 + 3.0 / 3600, 20.0]
     labels = friends_of_friends(ra, [0.0] * 4, 2.0)
     assert labels[0] == labels[1] == labels[2] != labels[3]
+
+
+def _tan_wcs(ra0, dec0, size=101, pixscale=0.262):
+    """A cutout's TAN grid as the coadds have it: +x toward decreasing RA, +y North."""
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra0, dec0]
+    w.wcs.crpix = [size // 2 + 1, size // 2 + 1]
+    w.wcs.cdelt = [-pixscale / 3600.0, pixscale / 3600.0]
+    return w
+
+
+@pytest.mark.parametrize("ra0,dec0", [(150.0, 2.0), (0.0005, -30.0), (359.9995, 45.0), (12.0, 89.99)])
+def test_tangent_offsets_agree_with_a_tan_wcs(ra0, dec0):
+    rng = np.random.default_rng(0)
+    px = rng.uniform(-80, 80, (200, 2))  # pixel offsets from the centre
+    w = _tan_wcs(ra0, dec0)
+    ra, dec = w.wcs_pix2world(px[:, 0] + 50, px[:, 1] + 50, 0)
+    dx, dy = tangent_offsets_arcsec(ra0, dec0, ra % 360, dec)
+    assert np.allclose(dx, px[:, 0] * 0.262, atol=1e-6) and np.allclose(dy, px[:, 1] * 0.262, atol=1e-6)
+
+
+@pytest.mark.parametrize("ra0,dec0", [(150.0, 2.0), (359.99995, -20.0), (0.00002, 60.0)])
+def test_square_cutout_footprint_covers_the_corners_across_ra_0(ra0, dec0):
+    hw = 50 * 0.262  # 101-px cutout: 13.1"
+    w = _tan_wcs(ra0, dec0)
+
+    def at(dx, dy):  # sky position of a tangent-plane offset [arcsec] from the cutout centre
+        ra, dec = w.wcs_pix2world([50 + dx / 0.262], [50 + dy / 0.262], 0)
+        return ra % 360, dec
+
+    corner = at(12.5, -12.5)  # inside the square, 17.7" away: outside the inscribed circle
+    assert separation_arcsec(ra0, dec0, *corner)[0] > hw
+    assert not within([ra0], [dec0], *corner, hw)[0]
+    assert within_square([ra0], [dec0], *corner, hw)[0]
+    for dx, dy in ((13.2, -12.5), (-12.5, 13.2), (-13.2, 0.0), (0.0, -13.2)):  # just outside an edge
+        assert not within_square([ra0], [dec0], *at(dx, dy), hw)[0]
+    for dx, dy in ((-13.0, 13.0), (13.0, 0.0), (0.0, 0.0)):
+        assert within_square([ra0], [dec0], *at(dx, dy), hw)[0]
+    # the pairs name which point lies in which square; the groups link them transitively
+    ras, decs = zip(at(0, 0), at(12.5, -12.5), at(25.0, -25.0), at(60.0, 0.0))
+    ras, decs = np.concatenate(ras), np.concatenate(decs)
+    i, j = pairs_in_square(ras, decs, ras, decs, hw)
+    assert sorted(zip(i.tolist(), j.tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 1), (2, 2), (3, 3)]
+    assert friends_of_friends_square(ras, decs, hw).tolist() == [0, 0, 0, 3]

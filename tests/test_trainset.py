@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lensfinder.catalogs import CatalogSpec, union_catalogs
-from lensfinder.crossmatch import within
+from lensfinder.crossmatch import separation_arcsec, within, within_square
 from lensfinder.cutouts import extract_sweep
 from lensfinder.errors import LensfinderError
 from lensfinder.select import SelectionConfig, select_sweep
@@ -62,12 +62,15 @@ def test_training_set_against_the_truth_table(tiny_inputs, tmp_path):
         got = labels[(labels.STRATUM == s["stratum"]) & (labels.LABEL == 0)]
         assert len(got) == s["nonlenses"]
     assert set(labels[labels.LABEL == 0].STRATUM) <= set(labels[labels.LABEL == 1].STRATUM)
-    # no catalogued system (any grade) within the filter radius of a nonlens
+    # no catalogued system (any grade) and no positive inside a nonlens's square cutout
     systems, _ = union_catalogs([CatalogSpec(**c) for c in catalogs])
-    non = labels[labels.LABEL == 0]
-    assert summary["filter_radius_arcsec"] == pytest.approx(50 * 0.262)
-    assert not within(non.RA.to_numpy(), non.DEC.to_numpy(), systems.ra.to_numpy(), systems.dec.to_numpy(),
-                      summary["filter_radius_arcsec"]).any()
+    non, pos = labels[labels.LABEL == 0], labels[labels.LABEL == 1]
+    assert summary["filter"] == {"shape": "square", "half_width_arcsec": pytest.approx(50 * 0.262)}
+    for ra, dec in ((systems.ra, systems.dec), (pos.RA, pos.DEC)):
+        assert not within_square(non.RA.to_numpy(), non.DEC.to_numpy(), ra.to_numpy(), dec.to_numpy(), 50 * 0.262).any()
+    excl = pd.read_parquet(tmp_path / "exclusions.parquet")
+    near = excl[excl.reason == "near_known_system"]
+    assert len(near) > 0 and near.detail.str.contains("inside its cutout").all()
     # split 70/30 within each (stratum, label), aligned cutouts, hidden lenses counted
     for _, g in labels.groupby(["STRATUM", "LABEL"]):
         assert abs((g.SPLIT == "val").sum() - 0.3 * len(g)) <= 0.5 + 1e-9
@@ -197,3 +200,148 @@ def test_positives_without_a_local_cutout_come_from_the_cutout_service(tiny_inpu
             z = images[row.ROW][2].astype(np.float32)
             peak = np.unravel_index(np.argmax(z), z.shape)
             assert abs(peak[0] - 50) <= 2 and abs(peak[1] - 50) <= 2  # the deflector at the centre
+
+
+def _sky_at(ra0, dec0, dx, dy):
+    """Sky position of a tangent-plane offset [arcsec] from (ra0, dec0) on a cutout's TAN
+    grid (+x toward decreasing RA, +y North), through astropy's WCS."""
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra0, dec0]
+    w.wcs.crpix = [51, 51]
+    w.wcs.cdelt = [-0.262 / 3600, 0.262 / 3600]
+    ra, dec = w.wcs_pix2world([50 + dx / 0.262], [50 + dy / 0.262], 0)
+    return float(ra[0] % 360), float(dec[0])
+
+
+def test_a_known_system_in_a_cutout_corner_removes_that_nonlens(tiny_inputs, tmp_path):
+    root, objects, manifests, catalogs = tiny_inputs
+    _, base, _ = _build(tiny_inputs, tmp_path / "base")
+    known = pd.read_csv(catalogs[0]["path"])
+    nonlens = base[base.LABEL == 0].iloc[0]
+    key = (int(nonlens.BRICKID), int(nonlens.OBJID))
+
+    def with_entry(name, dx, dy, **kw):
+        ra, dec = _sky_at(nonlens.RA, nonlens.DEC, dx, dy)
+        path = tmp_path / f"{name}.csv"
+        entry = pd.DataFrame([{"name": name, "ra": ra, "dec": dec, "grade": "C", "reference": "test"}])
+        pd.concat([known, entry]).to_csv(path, index=False)
+        summary, labels, _ = _build(tiny_inputs, tmp_path / name, catalogs=[{"path": str(path)}], **kw)
+        excl = pd.read_parquet(tmp_path / name / "exclusions.parquet")
+        return summary, set(zip(labels.BRICKID, labels.OBJID)), excl[(excl.BRICKID == key[0]) & (excl.OBJID == key[1])]
+
+    # in the corner: inside the 101-px square (|dx|, |dy| <= 13.1"), 17.7" away, outside the inscribed circle
+    summary, keys, excl = with_entry("corner", -12.5, 12.5)
+    assert summary["filter"]["shape"] == "square"
+    assert key not in keys
+    assert excl.reason.tolist() == ["near_known_system"]
+    assert "'corner' at dx=-12.50\", dy=+12.50\" inside its cutout" in excl.detail.iloc[0]
+    # just outside the square: the nonlens stays
+    _, keys, excl = with_entry("outside", -13.25, 12.5)
+    assert key in keys and excl.empty
+    # filter_radius_arcsec set explicitly keeps its meaning, a circle: the corner is outside it
+    summary, keys, excl = with_entry("circle", -12.5, 12.5, filter_radius_arcsec=50 * 0.262)
+    assert summary["filter"] == {"shape": "circle", "radius_arcsec": pytest.approx(13.1)}
+    assert key in keys and excl.empty
+
+
+def test_near_known_square_and_circle_across_ra_0():
+    from lensfinder.trainset import near_known
+
+    corner = _sky_at(359.9999, -5.0, -12.0, -12.0)  # East of RA 0: in the corner of a cutout at 359.9999
+    outside = _sky_at(*corner, 13.4, 12.0)  # West of RA 0: the corner is 13.4" East of it, outside its square
+    assert corner[0] < 0.01 and outside[0] > 359.99
+    ra, dec = np.array([359.9999, outside[0], 180.0]), np.array([-5.0, outside[1], 0.0])
+    detail = near_known(ra, dec, [corner[0]], [corner[1]], ["catalogued system 'X'"], 13.1)
+    assert detail[0] == "catalogued system 'X' at dx=-12.00\", dy=-12.00\" inside its cutout (square of half-width 13.10\")"
+    assert detail[1] is None and detail[2] is None
+    assert list(near_known(ra, dec, [corner[0]], [corner[1]], ["X"], 13.1, radius_arcsec=13.1)) == [None] * 3
+    circle = near_known(ra, dec, [corner[0]], [corner[1]], ["X"], 13.1, radius_arcsec=17.5)
+    assert circle[0].startswith("X at dx=-12.00\", dy=-12.00\" within trainset.filter_radius_arcsec (17.5\")")
+
+
+def _pair_catalogue(tiny_inputs, tmp_path, max_sep=13.1):
+    """The mock catalogue plus grade-A entries at two selected objects a few arcsec apart
+    (neither already catalogued), so they are two positives of one group."""
+    root, objects, manifests, catalogs = tiny_inputs
+    objs = pd.concat([pd.read_parquet(p) for p in objects], ignore_index=True)
+    known = pd.read_csv(catalogs[0]["path"])
+    free = objs[~within(objs.RA.to_numpy(), objs.DEC.to_numpy(), known.ra.to_numpy(), known.dec.to_numpy(), 20.0)]
+    free = free.reset_index(drop=True)
+    from lensfinder.crossmatch import pairs_within
+
+    i, j = pairs_within(free.RA, free.DEC, free.RA, free.DEC, max_sep)
+    i, j = i[i < j], j[i < j]
+    assert len(i), "the tiny mock holds two selected objects a few arcsec apart"
+    a, b = free.iloc[i[0]], free.iloc[j[0]]
+    sep = separation_arcsec(a.RA, a.DEC, b.RA, b.DEC)
+    extra = pd.DataFrame([{"name": f"pair-{n}", "ra": o.RA, "dec": o.DEC, "grade": "A", "reference": "test"}
+                          for n, o in (("a", a), ("b", b))])
+    path = tmp_path / "with_pair.csv"
+    pd.concat([known, extra]).to_csv(path, index=False)
+    return [{"path": str(path)}], {(int(a.BRICKID), int(a.OBJID)), (int(b.BRICKID), int(b.OBJID))}, float(sep)
+
+
+def test_positives_of_one_system_share_a_split(tiny_inputs, tmp_path):
+    from lensfinder.crossmatch import friends_of_friends_square
+
+    catalogs, pair, sep = _pair_catalogue(tiny_inputs, tmp_path)
+    assert sep < 13.1
+    splits = []
+    for seed in range(4):
+        summary, labels, _ = _build(tiny_inputs, tmp_path / f"s{seed}", catalogs=catalogs, seed=seed)
+        rows = labels[[k in pair for k in zip(labels.BRICKID, labels.OBJID)]]
+        assert len(rows) == 2 and (rows.LABEL == 1).all()
+        assert rows.SPLIT.nunique() == 1
+        assert summary["split_groups"]["lenses_in_them"] >= 2
+        # per (stratum, label) the validation count is round(0.3 n), off by at most the grouped rows there
+        grouped = pd.Series(friends_of_friends_square(labels.RA.to_numpy(), labels.DEC.to_numpy(), 13.1))
+        labels["GROUPED"] = grouped.duplicated(keep=False).to_numpy()
+        for _, g in labels.groupby(["STRATUM", "LABEL"]):
+            assert abs((g.SPLIT == "val").sum() - 0.3 * len(g)) <= 0.5 + g.GROUPED.sum() + 1e-9
+        splits.append(labels.set_index(KEY).SPLIT)
+    assert any(not s.equals(splits[0]) for s in splits[1:])  # the seed changes the split
+
+
+def test_grouped_split_keeps_close_positives_together_over_many_seeds():
+    from lensfinder.crossmatch import friends_of_friends_square
+    from lensfinder.trainset import grouped_split
+
+    # 3 strata of 10 lenses and 100 nonlenses; lenses 0 and 1 are 5" apart (one system),
+    # lens 10 (stratum 1) is 5" from lens 20 (stratum 2); everything else far apart
+    rng = np.random.default_rng(0)
+    n_l, n_n = 30, 300
+    ra = rng.uniform(0, 360, n_l + n_n)
+    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n_l + n_n)))
+    ra[1], dec[1] = ra[0] + 5 / 3600 / np.cos(np.radians(dec[0])), dec[0]
+    ra[20], dec[20] = ra[10], dec[10] + 5 / 3600
+    label = np.r_[np.ones(n_l, int), np.zeros(n_n, int)]
+    stratum = np.r_[np.arange(n_l) // 10, np.arange(n_n) // 100]
+    cells = np.char.add(stratum.astype(str), np.char.add("|", label.astype(str)))
+    groups = friends_of_friends_square(ra, dec, 13.1)
+    assert groups[0] == groups[1] and groups[10] == groups[20] and len(set(groups)) == n_l + n_n - 2
+    in_val = {"0-1": 0, "10-20": 0}
+    for seed in range(300):
+        val = grouped_split(cells, groups, 0.3, np.random.default_rng(seed))
+        assert val[0] == val[1] and val[10] == val[20]
+        in_val["0-1"] += val[0]
+        in_val["10-20"] += val[10]
+        for c in np.unique(cells):  # every cell at its target 0.3 * n: singles fill around the groups
+            assert (val[cells == c]).sum() == round(0.3 * (cells == c).sum())
+        assert np.array_equal(val, grouped_split(cells, groups, 0.3, np.random.default_rng(seed)))  # seeded
+    # a group is not pushed toward one split: in validation about 30% of the time
+    assert 0.2 < in_val["0-1"] / 300 < 0.4 and 0.2 < in_val["10-20"] / 300 < 0.4
+
+
+def test_grouped_split_when_a_group_is_a_whole_cell():
+    from lensfinder.trainset import grouped_split
+
+    # one cell of 2 rows, both in one group: its target (round(0.6) = 1) cannot be met;
+    # the other cells still meet theirs exactly
+    cells = np.array(["a"] * 2 + ["b"] * 10)
+    groups = np.array([0, 0] + list(range(2, 12)))
+    for seed in range(50):
+        val = grouped_split(cells, groups, 0.3, np.random.default_rng(seed))
+        assert val[0] == val[1] and val[2:].sum() == 3

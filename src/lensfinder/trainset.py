@@ -8,16 +8,24 @@ Recipe (papers III and IV):
 2. Nonlenses: in each stratum (TYPE x REGION x ZEXP_BIN) draw ``ratio`` nonlenses per lens
    at random from the selected objects (seeded).
 3. Contamination filtering of each drawn nonlens, in this order:
-   a. ``near_known_system``: within ``filter_radius_arcsec`` (default: the cutout
-      half-width, so no known system lies inside its cutout) of any catalogued system,
-      low-grade candidates included;
+   a. ``near_known_system``: its cutout contains a catalogued system (any grade,
+      low-grade candidates included) or a positive. By default the test is the cutout's
+      square footprint: the tangent-plane offsets at the nonlens (+x toward decreasing RA,
+      +y North, as the cutout on the brick's TAN grid) satisfy |dx| and |dy| <= the
+      half-width, (size // 2) * 0.262" (13.1" at 101 px). With ``filter_radius_arcsec``
+      set, the test is a circle of that radius instead;
    b. with a previous model: scored; those >= ``review_threshold`` go to the review table
       (with a mosaic); ``rejected_by_inspection`` if listed in the rejections file;
       ``auto_threshold`` if >= the optional automatic threshold;
    c. ``excluded_by_list``: listed in a user exclusion file.
    Removed nonlenses are replaced by further draws from the same stratum until the ratio
    is met or the stratum runs out, which is reported (``shortfall``), never silent.
-4. Split: ``validation_fraction`` of each (stratum, label) group to validation (seeded).
+4. Split by system: rows whose cutouts contain one another (friends of friends: one
+   inside the other's square, transitively) form a group, and whole groups go to one
+   split; ``validation_fraction`` of each (stratum, label) cell to validation, as close
+   as whole groups allow (seeded). Catalogue entries merged by the de-duplication are one
+   system and so one positive; filter a keeps every nonlens's cutout clear of every
+   positive, so no image content is shared between the splits.
 
 Every object that is considered and not used is in ``exclusions.parquet`` with a reason.
 """
@@ -33,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from .catalogs import CatalogSpec, grade_ok, union_catalogs
-from .crossmatch import nearest, within
+from .crossmatch import friends_of_friends_square, nearest, pairs_in_square, pairs_within, tangent_offsets_arcsec
 from .errors import LensfinderError, atomic_path
 from .shards import KEY, ShardCollection
 
@@ -48,7 +56,7 @@ class TrainsetConfig:
     grades: list | None = None  # positives' grades, e.g. [A, B]; None: all
     ratio: float = 100.0  # nonlens : lens in every stratum (paper IV 100; paper III 33)
     seed: int = 1
-    filter_radius_arcsec: float | None = None  # default: cutout half-width
+    filter_radius_arcsec: float | None = None  # None: the cutout's square; a number: a circle of this radius
     previous_model: str | None = None
     review_threshold: float = 0.4  # paper III 0.1, paper IV 0.4
     rejections: str | None = None  # CSV with RELEASE, BRICKID, OBJID judged lenses by eye
@@ -87,6 +95,86 @@ def stratum_of(frame) -> pd.Series:
     return frame["TYPE"].astype(str) + "|" + frame["REGION"].astype(str) + "|" + frame["ZEXP_BIN"].astype(str)
 
 
+def cutout_half_width_arcsec(size: int) -> float:
+    """Half-width [arcsec] of a size-px cutout: centre pixel to the outermost pixel centres."""
+    return (size // 2) * PIXSCALE
+
+
+def near_known(ra, dec, known_ra, known_dec, known_names, half_width_arcsec, radius_arcsec=None) -> np.ndarray:
+    """Per object (ra, dec) [deg]: None, or a sentence naming the nearest known position
+    inside its cutout: the square of ``half_width_arcsec`` in the cutout's frame, or with
+    ``radius_arcsec`` a circle of that radius."""
+    if radius_arcsec is None:
+        i, j = pairs_in_square(ra, dec, known_ra, known_dec, half_width_arcsec)
+        where = f"inside its cutout (square of half-width {half_width_arcsec:.2f}\")"
+    else:
+        i, j = pairs_within(ra, dec, known_ra, known_dec, radius_arcsec)
+        where = f"within trainset.filter_radius_arcsec ({radius_arcsec:g}\")"
+    detail = np.full(len(np.atleast_1d(ra)), None, dtype=object)
+    if len(i) == 0:
+        return detail
+    ra, dec = np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
+    known_ra, known_dec = np.asarray(known_ra, dtype=np.float64), np.asarray(known_dec, dtype=np.float64)
+    dx, dy = tangent_offsets_arcsec(ra[i], dec[i], known_ra[j], known_dec[j])
+    order = np.lexsort((np.hypot(dx, dy), i))  # per object, nearest first
+    first = order[np.unique(i[order], return_index=True)[1]]
+    for k in first:
+        detail[i[k]] = f"{known_names[j[k]]} at dx={dx[k]:+.2f}\", dy={dy[k]:+.2f}\" {where}"
+    return detail
+
+
+def grouped_split(cells, groups, fraction: float, rng) -> np.ndarray:
+    """Validation flags (True = validation) that keep every group in one split.
+
+    ``cells`` (e.g. stratum|label) and ``groups`` label each row. Each cell's target is
+    round(fraction * its rows). Groups of several rows are placed first (largest first,
+    seeded order among equals): each goes where the cells it touches can still end
+    closest to their targets, and where both are equally good, to validation with
+    probability ``fraction`` (so grouped rows are not biased toward one split). Single
+    rows then fill each cell to its target, drawn at random: with singles to spare the
+    counts are exact, as without groups.
+    """
+    cells, groups = np.asarray(cells), np.asarray(groups)
+    val = np.zeros(len(cells), dtype=bool)
+    if len(cells) == 0:
+        return val
+    _, cell = np.unique(cells, return_inverse=True)
+    size = np.bincount(cell)
+    target = np.array([int(round(fraction * n)) for n in size])
+    taken, left = np.zeros_like(size), size.copy()
+
+    def deviation(t, lft, tgt):  # the least |final - target| a cell can still reach
+        return np.maximum(0, t - tgt) + np.maximum(0, tgt - t - lft)
+
+    _, group, group_size = np.unique(groups, return_inverse=True, return_counts=True)
+    members = np.split(np.argsort(group, kind="stable"), np.cumsum(group_size)[:-1])
+    several = np.flatnonzero(group_size > 1)
+    several = several[rng.permutation(len(several))]
+    several = several[np.argsort(-group_size[several], kind="stable")]
+    for g in several:
+        c, k = np.unique(cell[members[g]], return_counts=True)
+        left[c] -= k
+        cost_val = deviation(taken[c] + k, left[c], target[c]).sum()
+        cost_train = deviation(taken[c], left[c], target[c]).sum()
+        if cost_val < cost_train or (cost_val == cost_train and rng.random() < fraction):
+            val[members[g]] = True
+            taken[c] += k
+    singles = np.flatnonzero(group_size[group] == 1)
+    for c in range(len(size)):
+        rows = np.sort(singles[cell[singles] == c])
+        need = int(np.clip(target[c] - taken[c], 0, len(rows)))
+        val[rng.permutation(rows)[:need]] = True
+    return val
+
+
+def _split_group_summary(table, groups) -> dict:
+    """How many rows the split had to keep together (groups of several rows)."""
+    sizes = pd.Series(groups).value_counts()
+    shared = np.isin(groups, sizes[sizes > 1].index.to_numpy())
+    return {"groups_of_several_rows": int((sizes > 1).sum()), "rows_in_them": int(shared.sum()),
+            "lenses_in_them": int((shared & (table["LABEL"].to_numpy() == 1)).sum())}
+
+
 def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, out_dir, progress=True) -> dict:
     """Build the training set in ``out_dir``; returns the summary dict."""
     out_dir = Path(out_dir)
@@ -96,7 +184,7 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     objects["KEY"] = key_tuples(objects)
     cutouts = ShardCollection(manifests)
     size = cutouts.shape[-1] if cutouts.shape else 101
-    filter_radius = cfg.filter_radius_arcsec if cfg.filter_radius_arcsec is not None else (size // 2) * PIXSCALE
+    half_width = cutout_half_width_arcsec(size)
     systems, problems = union_catalogs([CatalogSpec.from_dict(s) for s in catalog_specs], cfg.dedup_radius_arcsec, cfg.strict)
     exclusions = []
 
@@ -142,9 +230,12 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     excluded = set().union(*(read_key_list(p) for p in cfg.exclude)) if cfg.exclude else set()
     hidden = _hidden_lens_keys(cfg.truth)
     pool = objects[~objects["KEY"].isin(positive_keys)]
-    near = within(pool["RA"].to_numpy(), pool["DEC"].to_numpy(), systems["ra"].to_numpy(), systems["dec"].to_numpy(),
-                  filter_radius)
-    pool = pool.assign(NEAR_SYSTEM=near)
+    known_ra = np.concatenate([systems["ra"].to_numpy(), positives["RA"].to_numpy()])
+    known_dec = np.concatenate([systems["dec"].to_numpy(), positives["DEC"].to_numpy()])
+    known_names = [f"catalogued system {n!r}" if n else "an unnamed catalogued system" for n in systems["name"]]
+    known_names += [f"positive {k}" for k in positives["KEY"]]
+    pool = pool.assign(NEAR_DETAIL=near_known(pool["RA"].to_numpy(), pool["DEC"].to_numpy(), known_ra, known_dec,
+                                              known_names, half_width, cfg.filter_radius_arcsec))
     strata_rows, nonlenses, review = [], [], []
     counts_b = {"hidden_before_b": 0, "hidden_after_b": 0}
     for stratum, n_pos in positives["STRATUM"].value_counts().sort_index().items():
@@ -173,12 +264,11 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     if "SCORE_PREVIOUS" not in table:
         table["SCORE_PREVIOUS"] = np.nan
 
-    # 4. split, stratified by (stratum, label)
-    table["SPLIT"] = "train"
-    for _, group in table.groupby(["STRATUM", "LABEL"], sort=True):
-        order = rng.permutation(group.index.to_numpy())
-        n_val = int(round(cfg.validation_fraction * len(order)))
-        table.loc[order[:n_val], "SPLIT"] = "val"
+    # 4. split by system, stratified by (stratum, label)
+    groups = friends_of_friends_square(table["RA"].to_numpy(), table["DEC"].to_numpy(), half_width)
+    cells = table["STRATUM"].astype(str) + "|" + table["LABEL"].astype(str)
+    table["SPLIT"] = np.where(grouped_split(cells.to_numpy(), groups, cfg.validation_fraction, rng), "val", "train")
+    split_groups = _split_group_summary(table, groups)
     table = table.sort_values(["SPLIT", "LABEL", "STRATUM", *KEY], ascending=[True, False, True, True, True, True])
     table = table.reset_index(drop=True)
     table["ROW"] = np.arange(len(table))
@@ -186,7 +276,7 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     images = np.stack([fetched[k] if k in fetched else cutouts.get(k) for k in table["KEY"]]).astype(np.float16)
     hidden_in_final = int(table["KEY"].isin(hidden).sum()) if hidden else None
     summary = _summary(table, strata_rows, exclusions, problems, systems, usable, matched, counts_b, hidden,
-                       hidden_in_final, cfg, filter_radius)
+                       hidden_in_final, cfg, half_width, split_groups)
     _write_outputs(out_dir, table, images, exclusions, summary, review, cutouts, cfg)
     return summary
 
@@ -198,8 +288,8 @@ def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hidden, exclu
     for _, row in chunk.iterrows():
         if row["KEY"] not in cutouts:
             exclude(row, "no_cutout", "its cutout failed (see the sweep's failures table)")
-        elif row["NEAR_SYSTEM"]:
-            exclude(row, "near_known_system", "a catalogued system lies within the filter radius")
+        elif isinstance(row["NEAR_DETAIL"], str):
+            exclude(row, "near_known_system", row["NEAR_DETAIL"])
         else:
             rows.append(row)
     scores = np.full(len(rows), np.nan)
@@ -245,7 +335,7 @@ def _fetch_from_service(cfg, row, size, out_dir):
 
 
 def _summary(table, strata_rows, exclusions, problems, systems, usable, matched, counts_b, hidden, hidden_final,
-             cfg, filter_radius):
+             cfg, half_width, split_groups):
     by_split = table.groupby(["STRATUM", "SPLIT", "LABEL"]).size().unstack(["SPLIT", "LABEL"], fill_value=0)
     per_stratum = []
     for row in strata_rows:
@@ -265,7 +355,9 @@ def _summary(table, strata_rows, exclusions, problems, systems, usable, matched,
         "catalogued_systems": len(systems),
         "systems_of_allowed_grade": len(usable),
         "systems_matched_to_selected_objects": len(matched),
-        "filter_radius_arcsec": filter_radius,
+        "filter": ({"shape": "square", "half_width_arcsec": half_width} if cfg.filter_radius_arcsec is None
+                   else {"shape": "circle", "radius_arcsec": cfg.filter_radius_arcsec}),
+        "split_groups": split_groups,
         "exclusions_by_reason": {k: int(v) for k, v in reasons.items()},
         "catalogue_problems": problems,
         "strata": per_stratum,

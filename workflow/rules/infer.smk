@@ -74,7 +74,7 @@ rule rank:
         objects=expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
         manifests=expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
         meta=f"{RESULTS}/ensemble/meta.pkl",
-        catalogs=[c["path"] for c in config["lens_catalogs"]],
+        catalogs=catalog_input_files(config["lens_catalogs"]),
     output:
         parquet=f"{RESULTS}/recommendations/recommendations.parquet",
         csv=report(f"{RESULTS}/recommendations/recommendations.csv", caption="../report/recommendations.rst",
@@ -91,6 +91,7 @@ rule rank:
     params:
         models=MODELS,
         catalogs=config["lens_catalogs"],
+        catalog_versions=catalog_versions(config["lens_catalogs"]),
         rank=config["rank"],
     resources:
         mem_mb=16000,

@@ -8,7 +8,7 @@ rule trainset:
     input:
         objects=ancient(expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS)),
         cutouts=ancient(expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS)),
-        catalogs=[c["path"] for c in config["lens_catalogs"]],
+        catalogs=catalog_input_files(config["lens_catalogs"]),
         extra=trainset_extra_inputs(),
     output:
         labels=f"{RESULTS}/trainset/labels.parquet",
@@ -25,6 +25,7 @@ rule trainset:
         f"{RESULTS}/logs/trainset.log",
     params:
         catalogs=config["lens_catalogs"],
+        catalog_versions=catalog_versions(config["lens_catalogs"]),
         trainset=config["trainset"],
     resources:
         mem_mb=16000,
