@@ -11,7 +11,7 @@ import fitsio
 import pandas as pd
 import pytest
 
-from conftest import REPO, make_workdir, run_snakemake, tiny_config
+from conftest import REPO, make_workdir, run_snakemake, tiny_config, unavailable
 
 pytestmark = pytest.mark.workflow
 
@@ -31,11 +31,11 @@ def _job_counts(output: str) -> dict:
 def slurm_cluster():
     """A one-node SLURM cluster on this machine (tests/slurm/start_cluster.sh)."""
     if os.geteuid() != 0:
-        pytest.skip("starting slurmctld/slurmd/munged needs root on this machine")
+        unavailable("starting slurmctld/slurmd/munged needs root on this machine")
     script = REPO / "tests/slurm/start_cluster.sh"
     proc = subprocess.run([str(script), "install"], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        pytest.skip(f"SLURM could not be started here: {proc.stderr.strip()[-500:]}")
+        unavailable(f"SLURM could not be started here: {proc.stderr.strip()[-500:]}")
     return True
 
 
@@ -120,7 +120,7 @@ def test_forcerun_one_stage_with_until(finished):
 def test_report_holds_the_figures_in_a_real_browser(finished, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+        unavailable("Debian's chromium is not installed (apt-get install chromium)")
     run_snakemake(finished, "--report", "report.html")
     report = finished / "report.html"
     assert report.stat().st_size > 100_000

@@ -16,9 +16,9 @@ from lensfinder.errors import LensfinderError
 from lensfinder.portal.consensus import consensus, consensus_grade
 from lensfinder.portal.database import GradesDB
 from lensfinder.portal.images import ImageSource
+from conftest import unavailable
 from portal_support import Server, chrome, close_chrome, make_run, write_recommendations
 
-IN_CI = os.environ.get("CI") == "true"
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +45,7 @@ def browser_or_fail():
     try:
         return chrome()
     except Exception as err:  # noqa: BLE001 - any start failure: fail in CI, else skip with the reason
-        if IN_CI:
-            pytest.fail(f"headless chromium could not start (CI=true): {err}")
-        pytest.skip(f"headless chromium could not start: {err}")
+        unavailable(f"headless chromium could not start: {err}")
 
 
 # --- consensus ----------------------------------------------------------------------------
