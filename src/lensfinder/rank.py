@@ -122,6 +122,7 @@ def rank(score_paths: dict, objects_paths, manifests, meta_path, catalog_specs, 
     keep = ~pd.Series(groups).duplicated().to_numpy()  # sorted by score: the first of a group is the best
     merged = {g: ";".join(f"{r}/{b}/{o}" for r, b, o in zip(grp.RELEASE, grp.BRICKID, grp.OBJID))
               for g, grp in recs[~keep].groupby("GROUP")}
+    merged_rows = recs[~keep]
     recs = recs[keep].copy()
     recs["MERGED"] = [merged.get(g, "") for g in recs["GROUP"]]
     recs["RANK"] = np.arange(1, len(recs) + 1)
@@ -145,24 +146,31 @@ def rank(score_paths: dict, objects_paths, manifests, meta_path, catalog_specs, 
     }
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
+    per_sweep = pd.DataFrame({
+        "scored": table.groupby("SWEEP").size(), "nan_scores": nan.groupby("SWEEP").size(),
+        "above_cut": chosen.groupby("SWEEP").size(), "known_removed": known.groupby("SWEEP").size(),
+        "merged": merged_rows.groupby("SWEEP").size(), "recommended": recs.groupby("SWEEP").size(),
+    }).fillna(0).astype(int).rename_axis("sweep").reset_index()
+    with atomic_path(out_dir / "counts_per_sweep.csv") as tmp:
+        per_sweep.to_csv(tmp, index=False)
     _mosaic(out_dir / "mosaic.png", recs.head(cfg.mosaic_top), manifests)
     return summary
 
 
-def _write_tables(out_dir, recs):
+def _write_tables(out_dir, recs, stem="recommendations"):
     import fitsio
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with atomic_path(out_dir / "recommendations.parquet") as tmp:
+    with atomic_path(out_dir / f"{stem}.parquet") as tmp:
         pq.write_table(pa.Table.from_pandas(recs, preserve_index=False), tmp)
-    with atomic_path(out_dir / "recommendations.csv") as tmp:
+    with atomic_path(out_dir / f"{stem}.csv") as tmp:
         recs.to_csv(tmp, index=False)
     arr = np.zeros(len(recs), dtype=[(c, _fits_dtype(recs[c])) for c in recs.columns])
     for c in recs.columns:
         arr[c] = recs[c].to_numpy().astype(arr.dtype[c]) if arr.dtype[c].kind != "S" else recs[c].astype(str).str.encode("ascii")
-    with atomic_path(out_dir / "recommendations.fits") as tmp:
-        fitsio.write(str(tmp), arr, extname="RECOMMENDATIONS", clobber=True)
+    with atomic_path(out_dir / f"{stem}.fits") as tmp:
+        fitsio.write(str(tmp), arr, extname=stem.upper(), clobber=True)
 
 
 def _fits_dtype(col: pd.Series):

@@ -47,5 +47,6 @@ def final_targets():
         *expand(f"{RESULTS}/models/{{model}}/best.pt", model=MODELS),
         f"{RESULTS}/ensemble/meta.json",
         f"{RESULTS}/recommendations/recommendations.parquet",
+        f"{RESULTS}/accounting.csv",
         *([f"{RESULTS}/evaluation/metrics.json"] if config["evaluation"].get("truth") else []),
     ]

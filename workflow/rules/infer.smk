@@ -84,6 +84,7 @@ rule rank:
                        category="5. Recommendations"),
         known=f"{RESULTS}/recommendations/known_matches.csv",
         nan=f"{RESULTS}/recommendations/nan_scores.csv",
+        per_sweep=f"{RESULTS}/recommendations/counts_per_sweep.csv",
         mosaic=report(f"{RESULTS}/recommendations/mosaic.png", caption="../report/mosaic.rst",
                       category="5. Recommendations"),
     log:
