@@ -22,10 +22,11 @@ from lensfinder.survey import BrickGrid, SurveyTree, read_header_wcs
 
 
 class CutoutServer:
-    def __init__(self, root, fail_first=0, always_fail=False, delay_s=0.0):
+    def __init__(self, root, fail_first=0, always_fail=False, delay_s=0.0, garbage_first=0):
         self.tree = SurveyTree(root)
         self.grid = BrickGrid.build()
         self.fail_first, self.always_fail, self.delay_s = fail_first, always_fail, delay_s
+        self.garbage_first = garbage_first  # answer 200 with an HTML error page to the first N
         self.requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -94,6 +95,14 @@ class CutoutServer:
                 req.send_error(400, "Need ra,dec keywords")
                 return
             ra, dec, size = float(q["ra"]), float(q["dec"]), int(q.get("size", 256))
+            if n <= self.garbage_first:  # what a proxy or an overloaded service may send with 200
+                body = b"<html><body>Service temporarily overloaded</body></html>"
+                req.send_response(200)
+                req.send_header("Content-Type", "text/html")
+                req.send_header("Content-Length", str(len(body)))
+                req.end_headers()
+                req.wfile.write(body)
+                return
             body = service_fits_bytes(self.render(ra, dec, size, float(q.get("pixscale", 0.262))), ra, dec,
                                       bands=q.get("bands", "grz"))
             req.send_response(200)

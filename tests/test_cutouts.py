@@ -202,6 +202,16 @@ def test_service_retries_then_succeeds_and_fails_clearly(block, tmp_path):
         with pytest.raises(LensfinderError, match=r"cutout\.fits\?ra=150\.1000000.*failed after 3 attempt\(s\): HTTP 503"):
             CutoutService(server.url, retries=2, backoff_s=0.01).fetch(150.1, 2.0, 31)
         assert server.requests == 3
+    # a 200 answer that is not a FITS cutout is an error naming the URL, and is never cached
+    with CutoutServer(root, garbage_first=1) as server:
+        service = CutoutService(server.url, cache_dir=tmp_path / "cache", retries=0)
+        with pytest.raises(LensfinderError, match=r"answer for .*cutout\.fits\?ra=150\.1000000.* is not a FITS cutout"):
+            service.fetch(150.1, 2.0, 31)
+        assert not list((tmp_path / "cache").rglob("*.fits"))
+        cube = service.fetch(150.1, 2.0, 31)  # asks again, gets a cutout, caches it
+        assert cube.shape == (3, 31, 31) and server.requests == 2
+        assert len(list((tmp_path / "cache").rglob("*.fits"))) == 1
+        assert np.array_equal(service.fetch(150.1, 2.0, 31), cube) and server.requests == 2
     with CutoutServer(root) as server:
         with pytest.raises(LensfinderError, match="failed after 1 attempt"):
             CutoutService(server.url + "/nope", retries=3, backoff_s=0.01).fetch(150.1, 2.0, 31)  # 404: no retry

@@ -5,7 +5,8 @@ primary-HDU float32 cube (nbands, size, size) in nanomaggies, planes in the requ
 order, on a TAN grid centred exactly on (ra, dec) with CD1_1 < 0 (East left) and
 CD2_2 > 0 (North up). That is the brick backend's layout (row 0 = South), recentred.
 
-Results are cached on disk (one FILE per request); requests run with bounded
+Results are cached on disk (one FILE per request, stored only once it parsed as a cutout
+of the requested shape, so a bad answer is never cached); requests run with bounded
 concurrency and are retried with exponential backoff on network errors, HTTP 429 and
 5xx; after the last retry a LensfinderError names the URL and the last error. Use the
 brick backend for bulk work: the service is for known lenses outside a local mirror.
@@ -71,13 +72,13 @@ class CutoutService:
         """The (3, size, size) float32 cutout in nanomaggies, bands in ``self.bands`` order."""
         cache = self._cache_path(ra, dec, size)
         if cache is not None and cache.exists():
-            data = cache.read_bytes()
-        else:
-            data = self._download(self.url(ra, dec, size))
-            if cache is not None:
-                with atomic_path(cache) as tmp:
-                    tmp.write_bytes(data)
-        return self._parse(data, ra, dec, size)
+            return self._parse(cache.read_bytes(), ra, dec, size)
+        data = self._download(self.url(ra, dec, size))
+        cube = self._parse(data, ra, dec, size)  # raises on a bad answer, which is then not cached
+        if cache is not None:
+            with atomic_path(cache) as tmp:
+                tmp.write_bytes(data)
+        return cube
 
     def _parse(self, data: bytes, ra, dec, size):
         from astropy.io import fits
