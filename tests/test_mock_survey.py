@@ -128,3 +128,16 @@ def test_mock_is_deterministic(tiny_mock, tmp_path):
     assert np.array_equal(a, b)
     c = _sweep_rows(MockSky(MockConfig(**{**cfg.__dict__, "seed": cfg.seed + 1})), cfg)
     assert len(c) != len(a) or not np.array_equal(a["RA"], c["RA"])
+
+
+def test_default_mock_writes_dr10_south_only(tiny_mock):
+    """The region options default to the DR10-south tree (two-region mocks: test_regions.py)."""
+    root, cfg, files = tiny_mock
+    assert (cfg.release, cfg.regions) == ("dr10", ["south"])
+    assert sorted(p.name for p in root.iterdir()) == ["catalogues", "dr10", "mock.json", "truth"]
+    assert sorted(p.name for p in (root / "dr10").iterdir()) == ["south", "survey-bricks.fits.gz"]
+    assert [p.split("/dr10/")[1] for p in files["bricks"]] == ["survey-bricks.fits.gz",
+                                                               "south/survey-bricks-dr10-south.fits.gz"]
+    saved = json.loads((root / "mock.json").read_text())["config"]
+    assert saved["release"] == "dr10" and saved["regions"] == ["south"]
+    assert {int(r) for r in np.concatenate([read_sweep(p, ["RELEASE"])["RELEASE"] for p in files["sweeps"]])} == {10000}

@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import LensfinderError
 from .shards import FLAG_FROM_NEIGHBOURS, FLAG_MISSING_PIXELS, FLAG_RECENTRED, KEY, ShardWriter
-from .survey import BANDS, BrickGrid, SurveyTree, read_header_wcs
+from .survey import BANDS, REGION_LABELS, BrickGrid, SurveyTree, read_header_wcs
 
 INDEX_COLUMNS = ("RELEASE", "BRICKID", "OBJID", "BRICKNAME", "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_Z")
 
@@ -206,6 +206,8 @@ def extract_sweep(objects_path, out_dir, tree: SurveyTree, size=101, recentre=Fa
                   max_rows=20000, zero_is_missing=True, progress=True) -> dict:
     """Cutout shards for one sweep's selected objects (``objects/<sweep>.parquet``).
 
+    ``tree`` is the region tree that holds the sweep (in a north + south run, north
+    objects are cut from the north coadds and south ones from the south coadds).
     Every object ends in a shard or in ``failures.parquet`` with its reason
     (brick_file_missing, off_image, mostly_empty); the manifest records the counts.
     """
@@ -216,6 +218,10 @@ def extract_sweep(objects_path, out_dir, tree: SurveyTree, size=101, recentre=Fa
     missing = [c for c in INDEX_COLUMNS if c not in objects.columns]
     if missing:
         raise LensfinderError(f"objects table {objects_path} lacks column(s) {missing}: re-run the select rule")
+    other = sorted(set(objects["REGION"]) - {REGION_LABELS[tree.region]})
+    if other:
+        raise LensfinderError(f"objects table {objects_path} holds REGION {other}, but its cutouts would come from "
+                              f"the {tree.region} tree {tree.region_dir}: re-run the select rule for this sweep")
     extractor = CutoutExtractor(tree, size, recentre, max_missing, zero_is_missing)
     writer = ShardWriter(out_dir, size, tree.release, max_rows=max_rows)
     objects = objects.sort_values(["BRICKNAME", "OBJID"], kind="stable")  # one brick at a time

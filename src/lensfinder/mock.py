@@ -1,4 +1,4 @@
-"""A miniature DR10-south Legacy Surveys tree with simulated strong lenses.
+"""A miniature Legacy Surveys tree (DR10 south by default) with simulated strong lenses.
 
 ``write_mock_survey(root, MockConfig(...))`` writes, under ``root``:
 
@@ -10,6 +10,14 @@
   nanomaggies, RICE-compressed in 100x100 tiles in HDU 1 behind an empty primary, TAN WCS;
 * ``catalogues/known_lenses.{csv,fits}``: part of the lenses plus some grade-C look-alikes;
 * ``truth/lenses.csv`` and ``truth/lookalikes.csv``: every simulated system.
+
+With ``release: dr9`` and ``regions: [north, south]`` it writes a DR9 tree with both
+regions instead (``dr9/{north,south}/sweep/9.0/``: 10x5-deg sweeps, 115 columns,
+RELEASE 9011 north and 9010 south): as in the real north/south overlap strip, each
+region's tree holds every mock brick, imaged with its own survey's seeing, depth and
+exposures, so every object is in both trees (the overlap duplicates) and the selection's
+region cut keeps each once. Place such a mock across Dec 32.375 north of the Galactic
+plane (e.g. RA 155, Dec 32.3).
 
 The sky is drawn from ``seed`` alone, so the same config writes identical files.
 Catalogue rows hold exactly the drawn positions, types, shapes and fluxes (observed,
@@ -32,23 +40,31 @@ from . import sky
 from .errors import LensfinderError, atomic_path
 from .survey import (
     BANDS,
+    REGIONS,
+    RELEASE_REGIONS,
     BrickGrid,
     SurveyTree,
     desi_names,
     parse_sweep_name,
+    photometric_region,
     sweep_box_for,
     sweep_dtype,
     sweep_name,
     sweep_units,
 )
 
-PIXSCALE = 0.262  # arcsec / pixel of the coadds
+PIXSCALE = 0.262  # arcsec / pixel of the coadds (north and south alike)
 # Median DECaLS PSF FWHM [arcsec] and 5-sigma point-source depth of one exposure [AB mag].
 PSF_FWHM = {"g": 1.29, "r": 1.18, "z": 1.11}
 DEPTH_1EXP = {"g": 23.4, "r": 22.8, "z": 21.9}
+# North: BASS g, r and MzLS z median FWHM (papers II, III); one-exposure depths approximate.
+REGION_PSF_FWHM = {"south": PSF_FWHM, "north": {"g": 1.61, "r": 1.47, "z": 1.01}}
+REGION_DEPTH_1EXP = {"south": DEPTH_1EXP, "north": {"g": 23.2, "r": 22.7, "z": 22.0}}
+REGION_SURVEY = {"south": "DECaLS", "north": "BASS+MzLS"}
+RELEASE_NUMBERS = {("dr10", "south"): 10000, ("dr9", "south"): 9010, ("dr9", "north"): 9011}
+MOCK_RELEASES = ("dr9", "dr10")
 # A_X = R_X * E(B-V) (SFD98 coefficients used by legacypipe), for g r i z W1-W4.
 EXTINCTION_R = {"G": 3.214, "R": 2.165, "I": 1.592, "Z": 1.211, "W1": 0.184, "W2": 0.113, "W3": 0.0241, "W4": 0.0091}
-RELEASE_NUMBER = 10000
 TYPE_FRACTIONS = {"SER": 0.49, "DEV": 0.18, "REX": 0.22, "EXP": 0.11}  # DR10 z < 20 non-PSF
 DEFLECTOR_TYPES = {"SER": 0.70, "DEV": 0.19, "REX": 0.08, "EXP": 0.03}  # paper IV's training lenses
 
@@ -71,6 +87,23 @@ class MockConfig:
     noise: bool = True
     mean_exposures: float = 5.5  # mean NOBS per band (Poisson across the area)
     psf_variation: float = 0.08  # per-brick PSF FWHM scatter (fraction)
+    release: str = "dr10"  # dr10 (south only) or dr9 (south and/or north)
+    regions: list = field(default_factory=lambda: ["south"])
+
+    def __post_init__(self):
+        if self.release not in MOCK_RELEASES:
+            raise LensfinderError(f"mock.release {self.release!r} must be one of {MOCK_RELEASES}")
+        regions = list(self.regions)
+        if not regions or len(set(regions)) != len(regions) or not set(regions) <= set(REGIONS):
+            raise LensfinderError(f"mock.regions {regions} must list south and/or north, each once")
+        if not set(regions) <= set(RELEASE_REGIONS[self.release]):
+            raise LensfinderError(f"mock.regions {regions}: {self.release.upper()} has no north region "
+                                  "(BASS/MzLS are in DR9): set mock.release: dr9")
+
+    @property
+    def ordered_regions(self) -> list[str]:
+        """The regions in a fixed order (south first): the sky does not depend on list order."""
+        return [r for r in REGIONS if r in self.regions]
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "MockConfig":
@@ -95,25 +128,53 @@ def mock_bricks(cfg: MockConfig) -> np.ndarray:
 
 
 def planned_sweeps(cfg: MockConfig) -> list[str]:
-    """Names of the sweep files the mock writes (every 5x5 cell that its bricks touch)."""
+    """Names of the sweep files the mock writes in each region (every cell of the release's
+    tiling, 5x5 deg in DR10 and 10x5 deg in DR9, that its bricks touch)."""
     names = set()
     for b in mock_bricks(cfg):
         for ra in (b["RA1"], b["RA2"] - 1e-9):
             for dec in (b["DEC1"], b["DEC2"] - 1e-9):
-                box = sweep_box_for(ra, dec, "dr10")
+                box = sweep_box_for(ra, dec, cfg.release)
                 names.add(sweep_name(box.ra_min, box.dec_min, box.ra_max, box.dec_max))
     return sorted(names)
 
 
+def check_mock_regions(cfg: MockConfig) -> None:
+    """Each region the mock writes must own part of its area by the photometric rule
+    (north iff Dec >= 32.375 and b > 0), or its tree's objects would all be dropped."""
+    b = mock_bricks(cfg)
+    ra = np.concatenate([b["RA1"], b["RA1"], b["RA2"] - 1e-6, b["RA2"] - 1e-6, b["RA"]])
+    dec = np.concatenate([b["DEC1"], b["DEC2"] - 1e-6, b["DEC1"], b["DEC2"] - 1e-6, b["DEC"]])
+    owned = set(photometric_region(ra, dec).tolist())
+    for region in cfg.regions:
+        if region not in owned:
+            raise LensfinderError(
+                f"mock.regions includes {region}, but no part of the mock area (centre RA {cfg.ra_center}, "
+                f"Dec {cfg.dec_center}) is {region} (north: Dec >= 32.375 and Galactic b > 0): move it "
+                "across that line, e.g. mock.ra_center: 155, mock.dec_center: 32.3"
+            )
+
+
+def mock_trees(root, cfg: MockConfig) -> list[SurveyTree]:
+    """The region trees the mock writes, south first."""
+    return [SurveyTree(root, cfg.release, region) for region in cfg.ordered_regions]
+
+
+def region_bricks_path(tree: SurveyTree) -> Path:
+    """``<release>/<region>/survey-bricks-<release>-<region>.fits.gz``."""
+    return tree.region_dir / f"survey-bricks-{tree.release}-{tree.region}.fits.gz"
+
+
 def planned_files(root, cfg: MockConfig) -> dict:
     """Every file the mock writes, grouped: bricks, sweeps, coadds, catalogues, truth."""
-    tree = SurveyTree(root, "dr10", "south")
+    check_mock_regions(cfg)
+    trees = mock_trees(root, cfg)
     root = Path(root)
     return {
-        "bricks": [str(tree.bricks_path), str(tree.region_dir / "survey-bricks-dr10-south.fits.gz")],
-        "sweeps": [str(tree.sweep_path(n)) for n in planned_sweeps(cfg)],
+        "bricks": [str(trees[0].bricks_path), *(str(region_bricks_path(t)) for t in trees)],
+        "sweeps": [str(t.sweep_path(n)) for t in trees for n in planned_sweeps(cfg)],
         "coadds": [
-            str(tree.coadd_path(b["BRICKNAME"].decode(), band)) for b in mock_bricks(cfg) for band in BANDS
+            str(t.coadd_path(b["BRICKNAME"].decode(), band)) for t in trees for b in mock_bricks(cfg) for band in BANDS
         ],
         "catalogues": [str(root / "catalogues/known_lenses.csv"), str(root / "catalogues/known_lenses.fits")],
         "truth": [str(root / "truth/lenses.csv"), str(root / "truth/lookalikes.csv")],
@@ -178,7 +239,8 @@ def _offset(ra, dec, east, north):
 
 
 class MockSky:
-    """The drawn sky: sources (catalogue rows), lens and look-alike truth, exposure map."""
+    """The drawn sky: sources (catalogue rows), lens and look-alike truth, and each
+    region's survey conditions (exposure footprints, per-brick seeing)."""
 
     def __init__(self, cfg: MockConfig):
         self.cfg = cfg
@@ -187,49 +249,64 @@ class MockSky:
         self.sources: list[Source] = []
         self.lenses: list[dict] = []
         self.lookalikes: list[dict] = []
-        self._draw_exposures()
-        self._draw_sky()
-
-    # -- survey conditions
-    def _draw_exposures(self):
-        """Per band, random 0.35-deg square exposure footprints: NOBS = how many cover a point."""
         b = self.bricks
         pad = 0.2
         self.area = (b["RA1"].min() - pad, b["RA2"].max() + pad, b["DEC1"].min() - pad, b["DEC2"].max() + pad)
+        # The first region's conditions come from the main stream before the sky (so a
+        # south-only mock is what it always was); further regions have their own streams.
+        self.conditions = {}
+        for k, region in enumerate(cfg.ordered_regions):
+            rng = self.rng if k == 0 else np.random.default_rng([cfg.seed, 9, k])
+            self.conditions[region] = self._draw_conditions(rng, region)
+        self.primary = cfg.ordered_regions[0]
+        self.exposures, self.psf = self.conditions[self.primary]
+        self._draw_sky()
+
+    # -- survey conditions
+    def _draw_conditions(self, rng, region):
+        """Per band, random 0.35-deg square exposure footprints (NOBS = how many cover a
+        point), and per brick and band the seeing, +-psf_variation around the region's median."""
         ra0, ra1, d0, d1 = self.area
         size = 0.35
         n = int(math.ceil(self.cfg.mean_exposures * (ra1 - ra0 + size) * (d1 - d0 + size) / size**2))
-        self.exposures = {}
+        exposures = {}
         for band in BANDS:
-            cra = self.rng.uniform(ra0 - size / 2, ra1 + size / 2, n)
-            cdec = self.rng.uniform(d0 - size / 2, d1 + size / 2, n)
-            self.exposures[band] = np.stack([cra - size / 2, cra + size / 2, cdec - size / 2, cdec + size / 2], 1)
-        # per-brick seeing: +-8% around the survey median
-        self.psf = {
+            cra = rng.uniform(ra0 - size / 2, ra1 + size / 2, n)
+            cdec = rng.uniform(d0 - size / 2, d1 + size / 2, n)
+            exposures[band] = np.stack([cra - size / 2, cra + size / 2, cdec - size / 2, cdec + size / 2], 1)
+        median = REGION_PSF_FWHM[region]
+        psf = {
             int(br["BRICKID"]): {
-                band: PSF_FWHM[band] * float(self.rng.uniform(1 - self.cfg.psf_variation, 1 + self.cfg.psf_variation))
+                band: median[band] * float(rng.uniform(1 - self.cfg.psf_variation, 1 + self.cfg.psf_variation))
                 for band in BANDS
             }
             for br in self.bricks
         }
+        return exposures, psf
 
-    def nobs(self, band, ra, dec):
+    def nobs(self, band, ra, dec, region=None):
         ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
-        e = self.exposures[band]
+        e = self.conditions[region or self.primary][0][band]
         inside = (
             (ra[..., None] >= e[:, 0]) & (ra[..., None] < e[:, 1]) & (dec[..., None] >= e[:, 2]) & (dec[..., None] < e[:, 3])
         )
         return inside.sum(-1).astype(np.int16)
 
-    def nobs_map(self, band, wcs, shape):
+    def nobs_map(self, band, wcs, shape, region=None):
         """NOBS on an image grid (separable in RA and Dec: exposures are RA/Dec boxes)."""
         h, w = shape
         ra_x, _ = wcs.all_pix2world(np.arange(w), np.full(w, (h - 1) / 2), 0)
         _, dec_y = wcs.all_pix2world(np.full(h, (w - 1) / 2), np.arange(h), 0)
-        e = self.exposures[band]
+        e = self.conditions[region or self.primary][0][band]
         in_x = (ra_x[:, None] >= e[:, 0]) & (ra_x[:, None] < e[:, 1])  # (w, n)
         in_y = (dec_y[:, None] >= e[:, 2]) & (dec_y[:, None] < e[:, 3])  # (h, n)
         return (in_y.astype(np.int16) @ in_x.T.astype(np.int16)).astype(np.int16)
+
+    def home_region(self, ra, dec) -> str:
+        """The region whose tree keeps an object after the region cut (its photometric
+        region when the mock writes it, else the first region written)."""
+        region = str(photometric_region([ra], [dec])[0])
+        return region if region in self.conditions else self.primary
 
     @staticmethod
     def ebv(ra, dec):
@@ -394,18 +471,19 @@ def _wcs_from_cards(cards, size):
     return WCS(hdr)
 
 
-def _write_bricks(tree: SurveyTree, bricks: np.ndarray, cfg: MockConfig):
+def _write_bricks(trees: list[SurveyTree], bricks: np.ndarray, cfg: MockConfig):
     grid = BrickGrid.build()
     b = bricks
     around = grid.bricks_in_box(b["RA1"].min() - 1, b["RA2"].max() + 1, b["DEC1"].min() - 1, b["DEC2"].max() + 1)
-    with atomic_path(tree.bricks_path) as tmp:
+    with atomic_path(trees[0].bricks_path) as tmp:
         fitsio.write(str(tmp), around, extname="BRICKS", clobber=True)
     summary = np.zeros(len(b), dtype=[("brickname", "S8"), ("brickid", ">i4"), ("ra", ">f8"), ("dec", ">f8"),
                                       ("ra1", ">f8"), ("ra2", ">f8"), ("dec1", ">f8"), ("dec2", ">f8")])
     for name in summary.dtype.names:
         summary[name] = b[name.upper()]
-    with atomic_path(tree.region_dir / "survey-bricks-dr10-south.fits.gz") as tmp:
-        fitsio.write(str(tmp), summary, clobber=True)
+    for tree in trees:  # every region's tree holds every mock brick (the overlap strip)
+        with atomic_path(region_bricks_path(tree)) as tmp:
+            fitsio.write(str(tmp), summary, clobber=True)
 
 
 def _render_brick(msky: MockSky, tree: SurveyTree, brick, components, cfg: MockConfig):
@@ -413,18 +491,22 @@ def _render_brick(msky: MockSky, tree: SurveyTree, brick, components, cfg: MockC
     cards = brick_wcs_header(brick, size)
     wcs = _wcs_from_cards(cards, size)
     name = brick["BRICKNAME"].decode()
+    region = tree.region
+    # the first region keeps the noise streams it always had; others get their own
+    stream = [] if region == msky.primary else [cfg.ordered_regions.index(region)]
     for ib, band in enumerate(BANDS):
-        fwhm = msky.psf[int(brick["BRICKID"])][band]
+        fwhm = msky.conditions[region][1][int(brick["BRICKID"])][band]
         image = sky.render_image(components, wcs, (size, size), fwhm, ib)
-        nobs = msky.nobs_map(band, wcs, (size, size))
+        nobs = msky.nobs_map(band, wcs, (size, size), region)
         if cfg.noise:
-            rng = np.random.default_rng([cfg.seed, int(brick["BRICKID"]), ib])
-            sigma1 = _pixel_sigma_1exp(band, fwhm)
+            rng = np.random.default_rng([cfg.seed, int(brick["BRICKID"]), ib, *stream])
+            sigma1 = _pixel_sigma_1exp(band, fwhm, region)
             noise = rng.standard_normal((size, size), dtype=np.float32) * np.float32(sigma1)
             image += noise / np.sqrt(np.maximum(nobs, 1)).astype(np.float32)
         image[nobs == 0] = 0.0  # no exposures: no data (legacypipe writes 0)
         hdr = [
-            {"name": "LSDR", "value": "DR10"}, {"name": "DRVERSIO", "value": RELEASE_NUMBER},
+            {"name": "LSDR", "value": cfg.release.upper()},
+            {"name": "DRVERSIO", "value": RELEASE_NUMBERS[(cfg.release, region)]},
             {"name": "SURVEY", "value": "DECaLS+BASS+MzLS"}, {"name": "BRICK", "value": name},
             {"name": "BRICKID", "value": int(brick["BRICKID"])},
             {"name": "RAMIN", "value": float(brick["RA1"])}, {"name": "RAMAX", "value": float(brick["RA2"])},
@@ -444,37 +526,43 @@ def _render_brick(msky: MockSky, tree: SurveyTree, brick, components, cfg: MockC
                         qmethod="SUBTRACTIVE_DITHER_2", dither_seed="checksum")
 
 
-def _pixel_sigma_1exp(band, fwhm):
+def _pixel_sigma_1exp(band, fwhm, region="south"):
     """Per-pixel noise [nmgy] of one exposure giving the band's 5-sigma point-source depth."""
-    sigma_psf = 10 ** (-0.4 * (DEPTH_1EXP[band] - 22.5)) / 5.0
+    sigma_psf = 10 ** (-0.4 * (REGION_DEPTH_1EXP[region][band] - 22.5)) / 5.0
     nea = 4 * math.pi * (fwhm * sky.FWHM_TO_SIGMA / PIXSCALE) ** 2  # noise-equivalent area [pix]
     return sigma_psf / math.sqrt(nea)
 
 
-def _sweep_rows(msky: MockSky, cfg: MockConfig) -> np.ndarray:
-    """All sources as DR10 sweep rows, grouped by brick, OBJID contiguous from 0."""
+def _sweep_rows(msky: MockSky, cfg: MockConfig, region: str | None = None) -> np.ndarray:
+    """All sources as sweep rows of ``region``'s tree (default: the first region), in the
+    release's layout, grouped by brick, OBJID contiguous from 0; NOBS, PSF and depth are
+    that region's. Sets each source's key in the tree that keeps it (``home_region``)."""
+    region = region or msky.primary
+    release_number = RELEASE_NUMBERS[(cfg.release, region)]
     grid = BrickGrid.build()
     srcs = msky.sources
     ra = np.array([s.ra for s in srcs])
     dec = np.array([s.dec for s in srcs])
     owner = grid.lookup(ra, dec)
     order = np.lexsort((np.arange(len(srcs)), owner["BRICKID"]))
-    rows = np.zeros(len(srcs), dtype=sweep_dtype("dr10"))
+    rows = np.zeros(len(srcs), dtype=sweep_dtype(cfg.release))
+    columns = set(rows.dtype.names)
+    psf_of_brick = msky.conditions[region][1]
     objid = {}
     for k, i in enumerate(order):
         s, b = srcs[i], owner[i]
         bid = int(b["BRICKID"])
         objid[bid] = objid.get(bid, -1) + 1
         r = rows[k]
-        r["RELEASE"], r["BRICKID"], r["BRICKNAME"], r["OBJID"] = RELEASE_NUMBER, bid, b["BRICKNAME"], objid[bid]
+        r["RELEASE"], r["BRICKID"], r["BRICKNAME"], r["OBJID"] = release_number, bid, b["BRICKNAME"], objid[bid]
         r["TYPE"], r["RA"], r["DEC"] = s.type, s.ra, s.dec
         r["RA_IVAR"] = r["DEC_IVAR"] = 1.0 / (0.02 / 3600) ** 2
         r["EBV"] = msky.ebv(s.ra, s.dec)
         for band_i, band in enumerate(BANDS):
             B = band.upper()
-            n = int(msky.nobs(band, s.ra, s.dec))
-            fwhm = msky.psf.get(bid, {}).get(band, PSF_FWHM[band])
-            sig = _pixel_sigma_1exp(band, fwhm) / math.sqrt(max(n, 1))
+            n = int(msky.nobs(band, s.ra, s.dec, region))
+            fwhm = psf_of_brick.get(bid, {}).get(band, REGION_PSF_FWHM[region][band])
+            sig = _pixel_sigma_1exp(band, fwhm, region) / math.sqrt(max(n, 1))
             nea_psf = 4 * math.pi * (fwhm * sky.FWHM_TO_SIGMA / PIXSCALE) ** 2
             nea = nea_psf + 4 * math.pi * (s.shape_r / PIXSCALE) ** 2
             r[f"NOBS_{B}"] = n
@@ -487,7 +575,8 @@ def _sweep_rows(msky: MockSky, cfg: MockConfig) -> np.ndarray:
                 r[f"FIBERFLUX_{B}"] = r[f"FIBERTOTFLUX_{B}"] = 0.4 * s.flux[band_i]
                 r[f"FRACIN_{B}"] = 1.0
         for B in EXTINCTION_R:
-            r[f"MW_TRANSMISSION_{B}"] = 10 ** (-EXTINCTION_R[B] * r["EBV"] / 2.5)
+            if f"MW_TRANSMISSION_{B}" in columns:  # no i band before DR10
+                r[f"MW_TRANSMISSION_{B}"] = 10 ** (-EXTINCTION_R[B] * r["EBV"] / 2.5)
         r["DCHISQ"] = [100.0, 120.0, 130.0, 130.0, 140.0] if s.type != "PSF" else [100.0, 90.0, 80.0, 80.0, 80.0]
         r["SHAPE_R"], r["SHAPE_E1"], r["SHAPE_E2"] = s.shape_r, s.e1, s.e2
         if s.type != "PSF":
@@ -495,20 +584,21 @@ def _sweep_rows(msky: MockSky, cfg: MockConfig) -> np.ndarray:
         r["SERSIC"] = s.sersic
         r["REF_CAT"] = "  "
         r["WISE_COADD_ID"] = "1497p015"
-        s.key = (RELEASE_NUMBER, bid, objid[bid])
+        if msky.home_region(s.ra, s.dec) == region:
+            s.key = (release_number, bid, objid[bid])
     return rows
 
 
 def _write_sweeps(tree: SurveyTree, rows: np.ndarray, cfg: MockConfig):
-    units = sweep_units("dr10")
+    units = sweep_units(cfg.release)
     for name in planned_sweeps(cfg):
         box = parse_sweep_name(name)
         sel = rows[box.contains(rows["RA"], rows["DEC"])]
         if len(sel) == 0:
             raise LensfinderError(f"mock sweep {name} would be empty: widen the mock area (mock.n_bricks_*)")
         hdr = [
-            {"name": "BANDS", "value": "grz"}, {"name": "DRVERSIO", "value": RELEASE_NUMBER},
-            {"name": "LSDR", "value": "DR10"}, {"name": "SURVEY", "value": "DECaLS"},
+            {"name": "BANDS", "value": "grz"}, {"name": "DRVERSIO", "value": RELEASE_NUMBERS[(cfg.release, tree.region)]},
+            {"name": "LSDR", "value": cfg.release.upper()}, {"name": "SURVEY", "value": REGION_SURVEY[tree.region]},
             {"name": "RAMIN", "value": box.ra_min}, {"name": "DECMIN", "value": box.dec_min},
             {"name": "RAMAX", "value": box.ra_max}, {"name": "DECMAX", "value": box.dec_max},
             {"name": "DEPNAM00", "value": "gen_sweep"}, {"name": "DEPVER00", "value": "lensfinder-mock"},
@@ -577,23 +667,25 @@ def write_mock_survey(root, cfg: MockConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     root = Path(root)
-    tree = SurveyTree(root, "dr10", "south")
+    check_mock_regions(cfg)
+    trees = mock_trees(root, cfg)
     msky = MockSky(cfg)
-    rows = _sweep_rows(msky, cfg)
-    _write_bricks(tree, msky.bricks, cfg)
+    rows = {tree.region: _sweep_rows(msky, cfg, tree.region) for tree in trees}
+    _write_bricks(trees, msky.bricks, cfg)
     comps = msky.components()
     cra = np.array([c.ra for c in comps])
     cdec = np.array([c.dec for c in comps])
-    for brick in tqdm(msky.bricks, desc="mock coadds", unit="brick", disable=not progress):
-        # components whose light can reach this brick's image (image half-width ~0.131 deg)
-        half = cfg.image_size * PIXSCALE / 3600 / 2 + 40 / 3600
-        near = (np.abs(cdec - brick["DEC"]) < half) & (
-            np.abs((cra - brick["RA"] + 180) % 360 - 180) * math.cos(math.radians(brick["DEC"])) < half
-        )
-        _render_brick(msky, tree, brick, [comps[i] for i in np.flatnonzero(near)], cfg)
-    _write_sweeps(tree, rows, cfg)
+    for tree in trees:
+        for brick in tqdm(msky.bricks, desc=f"mock coadds ({tree.region})", unit="brick", disable=not progress):
+            # components whose light can reach this brick's image (image half-width ~0.131 deg)
+            half = cfg.image_size * PIXSCALE / 3600 / 2 + 40 / 3600
+            near = (np.abs(cdec - brick["DEC"]) < half) & (
+                np.abs((cra - brick["RA"] + 180) % 360 - 180) * math.cos(math.radians(brick["DEC"])) < half
+            )
+            _render_brick(msky, tree, brick, [comps[i] for i in np.flatnonzero(near)], cfg)
+        _write_sweeps(tree, rows[tree.region], cfg)
     _write_catalogues(root, msky, cfg)
     with atomic_path(root / "mock.json") as tmp:
-        tmp.write_text(json.dumps({"config": asdict(cfg), "n_sources": len(rows),
+        tmp.write_text(json.dumps({"config": asdict(cfg), "n_sources": len(msky.sources),
                                    "n_lenses": len(msky.lenses), "n_lookalikes": len(msky.lookalikes)}, indent=1))
     return planned_files(root, cfg)

@@ -8,11 +8,15 @@ Cuts, applied in this order and each counted (``SelectionConfig`` holds the knob
 3. ``nobs``: NOBS_G, NOBS_R and NOBS_Z >= 3;
 4. ``maskbits``: none of the configured MASKBITS bits set (off by default);
 5. ``region``: the object's photometric region (north iff Dec >= 32.375 and b > 0) is
-   the tree's own; this drops the DR9 north/south overlap duplicates (optional).
+   the tree's own; this drops the DR9 north/south overlap duplicates (optional);
+6. ``dec``: Dec < ``dec_max`` [deg] (paper IV's footprint, Dec < +32; off by default).
 
 The output keeps the key (RELEASE, BRICKID, OBJID), the columns later stages need,
-magnitudes, the region label (DECaLS or BASS-MzLS) and the z-band exposure bin on
-which nonlens sampling is stratified.
+magnitudes, the region label of the object's own tree (DECaLS for south, BASS-MzLS for
+north), the z-band exposure bin on which nonlens sampling is stratified, and the sweep
+ID (``<region>/<sweep>`` in multi-region runs). DR8 rows get SHAPE_R, SHAPE_E1,
+SHAPE_E2 and SERSIC from their DEV/EXP fits by type (``lensfinder.survey.dr8_shapes``);
+COMP is a type like any other (list it in ``types`` for DR8).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LensfinderError, atomic_path
-from .survey import photometric_region, read_sweep, sweep_nrows
+from .survey import REGION_LABELS, REGIONS, photometric_region, read_sweep, sweep_nrows
 
 REQUIRED_COLUMNS = [
     "RELEASE", "BRICKID", "BRICKNAME", "OBJID", "TYPE", "RA", "DEC", "EBV",
@@ -35,8 +39,8 @@ OPTIONAL_COLUMNS = [
     "SHAPE_R", "SHAPE_E1", "SHAPE_E2", "SERSIC",
     "PSFSIZE_G", "PSFSIZE_R", "PSFSIZE_Z", "PSFDEPTH_G", "PSFDEPTH_R", "PSFDEPTH_Z",
 ]
-CUTS = ("type", "zmag", "nobs", "maskbits", "region")
-REGION_LABEL = {"south": "DECaLS", "north": "BASS-MzLS"}
+CUTS = ("type", "zmag", "nobs", "maskbits", "region", "dec")
+REGION_LABEL = REGION_LABELS
 
 
 @dataclass
@@ -48,6 +52,7 @@ class SelectionConfig:
     maskbits_reject: list = field(default_factory=list)  # bit numbers, e.g. [1, 13]
     zexp_bins: list = field(default_factory=lambda: [3, 4, 5, 6, 8, 11])  # lower edges of NOBS_Z bins
     drop_other_region: bool = True
+    dec_max: float | None = None  # deg; paper IV: 32.0 (DECam footprint, Dec < +32)
     chunk_rows: int = 500_000
 
     @classmethod
@@ -97,6 +102,10 @@ def cut_masks(data: np.ndarray, cfg: SelectionConfig, tree_region: str) -> dict:
         masks["region"] = photometric_region(data["RA"], data["DEC"]) == tree_region
     else:
         masks["region"] = np.ones(len(data), dtype=bool)
+    if cfg.dec_max is not None:
+        masks["dec"] = data["DEC"] < cfg.dec_max
+    else:
+        masks["dec"] = np.ones(len(data), dtype=bool)
     return masks
 
 
@@ -120,13 +129,18 @@ def select_chunk(data: np.ndarray, cfg: SelectionConfig, tree_region: str):
     return out, removed
 
 
-def select_sweep(sweep_path, objects_path, counts_path, cfg: SelectionConfig, tree_region="south", progress=True):
+def select_sweep(sweep_path, objects_path, counts_path, cfg: SelectionConfig, tree_region="south", progress=True,
+                 sweep_id: str | None = None):
     """Select one sweep's objects to Parquet (``objects_path``) and write the cut counts CSV.
 
-    Reads the sweep in row chunks (bounded memory for ~2M-row real sweeps). The counts
-    table lists, per cut, how many objects it removed and how many remain; input =
-    selected + sum(removed).
+    ``tree_region`` is the region whose tree holds the sweep file: it labels REGION and
+    defines the ``region`` cut. ``sweep_id`` fills the SWEEP column (default: the file
+    stem; ``<region>/<stem>`` in multi-region runs). Reads the sweep in row chunks
+    (bounded memory for ~2M-row real sweeps). The counts table lists, per cut, how many
+    objects it removed and how many remain; input = selected + sum(removed).
     """
+    if tree_region not in REGIONS:
+        raise LensfinderError(f"tree region {tree_region!r} of {sweep_path} must be one of {REGIONS}")
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
@@ -143,7 +157,7 @@ def select_sweep(sweep_path, objects_path, counts_path, cfg: SelectionConfig, tr
         for k, v in removed.items():
             removed_total[k] += v
     table = pa.concat_tables(parts)
-    table = table.append_column("SWEEP", pa.array([sweep_path.stem] * table.num_rows, pa.string()))
+    table = table.append_column("SWEEP", pa.array([sweep_id or sweep_path.stem] * table.num_rows, pa.string()))
     meta = {b"lensfinder.units": b"FLUX_*: nanomaggies; MAG_*: AB; RA/DEC: deg; SHAPE_R: arcsec; PSFSIZE_*: arcsec"}
     table = table.replace_schema_metadata(meta)
     with atomic_path(objects_path) as tmp:
@@ -160,17 +174,25 @@ def select_sweep(sweep_path, objects_path, counts_path, cfg: SelectionConfig, tr
     return table.num_rows, removed_total
 
 
+def sweep_id_of_counts(path) -> str:
+    """The sweep ID of ``objects/[<region>/]<sweep>.counts.csv``."""
+    path = Path(path)
+    stem = path.name.removesuffix(".counts.csv")
+    return f"{path.parent.name}/{stem}" if path.parent.name in REGIONS else stem
+
+
 def combine_counts(count_paths, out_path):
-    """One table of every sweep's cut counts (columns: sweep, input, each cut, selected)."""
+    """One table of every sweep's cut counts (columns: sweep ID, input, each cut, selected)."""
     import csv
 
     rows = []
     for p in count_paths:
         with open(p) as fh:
             table = {r["cut"]: r for r in csv.DictReader(fh)}
-        row = {"sweep": Path(p).name.removesuffix(".counts.csv"), "input": int(table["input"]["remaining"])}
-        row.update({cut: int(table[cut]["removed"]) for cut in CUTS})
-        row["selected"] = int(table[CUTS[-1]]["remaining"])
+        row = {"sweep": sweep_id_of_counts(p), "input": int(table["input"]["remaining"])}
+        # counts written before a cut existed lack its row: it removed nothing then
+        row.update({cut: int(table[cut]["removed"]) if cut in table else 0 for cut in CUTS})
+        row["selected"] = int(list(table.values())[-1]["remaining"])
         rows.append(row)
     total = {"sweep": "total", **{k: sum(r[k] for r in rows) for k in ["input", *CUTS, "selected"]}}
     with atomic_path(out_path) as tmp:

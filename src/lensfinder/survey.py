@@ -22,7 +22,7 @@ import fitsio
 import numpy as np
 
 from .errors import LensfinderError
-from .sweep_columns import DR10_SWEEP_COLUMNS
+from .sweep_columns import DR8_SHAPE_COLUMNS, DR10_SWEEP_COLUMNS, NOT_IN_DR8
 
 BANDS = ("g", "r", "z")
 BRICK_SIZE_DEG = 0.25
@@ -31,12 +31,19 @@ N_BRICK_ROWS = 721
 NORTH_DEC_MIN = 32.375
 
 RELEASES = ("dr8", "dr9", "dr10")
+REGIONS = ("south", "north")
+# The REGION label of the objects table: the survey that imaged the object's own tree.
+REGION_LABELS = {"south": "DECaLS", "north": "BASS-MzLS"}
+# DR10 is DECam only: BASS/MzLS (north) data are in DR8 and DR9.
+RELEASE_REGIONS = {"dr8": ("south", "north"), "dr9": ("south", "north"), "dr10": ("south",)}
 SWEEP_VERSIONS = {"dr8": "8.0", "dr9": "9.0", "dr10": "10.1"}
 # Sweep tiling: 10 x 5 deg for DR8/DR9, 5 x 5 deg for DR10.
 SWEEP_RA_STEP = {"dr8": 10, "dr9": 10, "dr10": 5}
 SWEEP_DEC_STEP = 5
 
 SWEEP_RE = re.compile(r"^sweep-(\d{3})([pm])(\d{3})-(\d{3})([pm])(\d{3})(-lc|-ex|-pz)?\.fits$")
+# A sweep ID: the file stem, prefixed by its region in multi-region runs (north/sweep-...).
+SWEEP_ID_RE = re.compile(r"^(?:(south|north)/)?(sweep-\d{3}[pm]\d{3}-\d{3}[pm]\d{3})$")
 
 
 # --------------------------------------------------------------------------- bricks
@@ -192,7 +199,7 @@ class SurveyTree:
         object.__setattr__(self, "root", Path(self.root))
         if self.release not in RELEASES:
             raise LensfinderError(f"survey.release {self.release!r} is not one of {RELEASES}")
-        if self.region not in ("south", "north"):
+        if self.region not in REGIONS:
             raise LensfinderError(f"survey.region {self.region!r} must be 'south' or 'north'")
 
     @property
@@ -247,6 +254,76 @@ class SurveyTree:
         return sorted(names)
 
 
+def split_sweep_id(sweep_id: str) -> tuple[str | None, str]:
+    """``north/sweep-150p030-160p035`` -> ('north', 'sweep-150p030-160p035'); a bare stem -> (None, stem)."""
+    m = SWEEP_ID_RE.match(sweep_id)
+    if not m:
+        raise LensfinderError(
+            f"{sweep_id!r} is not a sweep ID (expected sweep-RRR[pm]DDD-RRR[pm]DDD, or <region>/sweep-... "
+            "with region north or south)"
+        )
+    return m.group(1), m.group(2)
+
+
+@dataclass(frozen=True)
+class SurveyTrees:
+    """One data release read from one or several regions' trees (``regions``).
+
+    Sweep IDs name a sweep file: the bare stem (``sweep-150p000-155p005``) when one region
+    is read, ``<region>/<stem>`` when several are, since every region has its own file of
+    the same name (DR9 ``north/sweep/9.0/sweep-150p030-160p035.fits`` and ``south/...``).
+    """
+
+    root: Path
+    release: str = "dr10"
+    regions: tuple = ("south",)
+    sweep_version: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "regions", tuple(self.regions))
+        if not self.regions or len(set(self.regions)) != len(self.regions):
+            raise LensfinderError(f"survey.regions {list(self.regions)} must list each region once")
+        for region in self.regions:
+            SurveyTree(self.root, self.release, region, self.sweep_version)  # validates both names
+            if region not in RELEASE_REGIONS[self.release]:
+                raise LensfinderError(
+                    f"survey.regions includes {region!r}, but {self.release.upper()} has no {region} region "
+                    "(BASS/MzLS, the north, are in DR9 and DR8): use release dr9 for the north"
+                )
+
+    @property
+    def multi_region(self) -> bool:
+        return len(self.regions) > 1
+
+    def tree(self, region: str | None = None) -> SurveyTree:
+        """The tree of ``region`` (default: the only one)."""
+        if region is None:
+            if self.multi_region:
+                raise LensfinderError(f"several regions {list(self.regions)} are read: name one")
+            region = self.regions[0]
+        if region not in self.regions:
+            raise LensfinderError(f"region {region!r} is not among survey.regions {list(self.regions)}")
+        return SurveyTree(self.root, self.release, region, self.sweep_version)
+
+    def sweep_id(self, region: str, stem: str) -> str:
+        return f"{region}/{stem}" if self.multi_region else stem
+
+    def locate(self, sweep_id: str) -> tuple[SurveyTree, str]:
+        """(tree, file stem) of a sweep ID; a multi-region run needs the region prefix."""
+        region, stem = split_sweep_id(sweep_id)
+        if region is None and self.multi_region:
+            raise LensfinderError(
+                f"sweep {sweep_id!r} names no region, but survey.regions is {list(self.regions)}: "
+                f"write it as <region>/{stem}"
+            )
+        return self.tree(region), stem
+
+    def sweep_path(self, sweep_id: str) -> Path:
+        tree, stem = self.locate(sweep_id)
+        return tree.sweep_path(stem)
+
+
 # --------------------------------------------------------------------------- sweeps
 @dataclass(frozen=True)
 class SweepBox:
@@ -296,25 +373,34 @@ def sweep_box_for(ra: float, dec: float, release: str = "dr10") -> SweepBox:
     return SweepBox(ra0, dec0, ra0 + step, dec0 + SWEEP_DEC_STEP)
 
 
-def sweep_dtype(release: str = "dr10") -> np.dtype:
-    """On-disk dtype of a main sweep row for DR10 (130 columns), DR9 (115) or DR8-like (S4 TYPE)."""
-    fields = []
-    for name, dt, _unit, shape in DR10_SWEEP_COLUMNS:
+def _sweep_columns(release: str) -> list[tuple]:
+    """(name, dtype, unit, shape) of every main-sweep column of the release, in file order."""
+    out = []
+    for name, dt, unit, shape in DR10_SWEEP_COLUMNS:
         if release in ("dr8", "dr9"):
             if name.endswith("_I") and name != "REF_ID" and not name.startswith("GAIA"):
                 continue
             if name == "MASKBITS":
                 dt = ">i2"
-            if name == "TYPE" and release == "dr8":
+        if release == "dr8":
+            if name == "TYPE":
                 dt = "S4"
-        fields.append((name, dt, shape) if shape else (name, dt))
-    return np.dtype(fields)
+            if name == "SHAPE_R":
+                out.extend(DR8_SHAPE_COLUMNS)
+            if name in NOT_IN_DR8:
+                continue
+        out.append((name, dt, unit, shape))
+    return out
+
+
+def sweep_dtype(release: str = "dr10") -> np.dtype:
+    """On-disk dtype of a main sweep row: DR10 (130 columns), DR9 (115) or DR8 (120: S4 TYPE,
+    the DEV/EXP shape columns instead of SHAPE_*, no SERSIC or FITBITS)."""
+    return np.dtype([(name, dt, shape) if shape else (name, dt) for name, dt, _unit, shape in _sweep_columns(release)])
 
 
 def sweep_units(release: str = "dr10") -> list[str]:
-    names = sweep_dtype(release).names
-    units = {name: unit for name, _dt, unit, _shape in DR10_SWEEP_COLUMNS}
-    return [units[n] for n in names]
+    return [unit for _name, _dt, unit, _shape in _sweep_columns(release)]
 
 
 def _expected_fits_size(fits: fitsio.FITS) -> int:
@@ -322,12 +408,18 @@ def _expected_fits_size(fits: fitsio.FITS) -> int:
     return max(hdu.get_offsets()["data_end"] for hdu in fits)
 
 
+# Columns that DR9/DR10 sweeps hold and DR8 ones derive from the DEV and EXP fits.
+DR8_DERIVED = ("SHAPE_R", "SHAPE_E1", "SHAPE_E2", "SERSIC")
+DR8_SOURCE_COLUMNS = ["TYPE", "FRACDEV", *(f"SHAPE{m}_{q}" for m in ("DEV", "EXP") for q in ("R", "E1", "E2"))]
+
+
 def read_sweep(path: str | os.PathLike, columns, optional=(), rows: slice | None = None) -> np.ndarray:
     """Read chosen columns of a sweep's HDU 1 with fitsio, native byte order.
 
     ``columns`` must exist (a clear error names the missing ones); ``optional`` columns
     are read when present and filled with NaN otherwise. String columns come back as str,
-    stripped (DR8's TYPE is padded to 4 characters: 'REX ' -> 'REX').
+    stripped (DR8's TYPE is padded to 4 characters: 'REX ' -> 'REX'). From a DR8 sweep,
+    SHAPE_R, SHAPE_E1, SHAPE_E2 and SERSIC are derived by type (``dr8_shapes``).
     """
     path = Path(path)
     if not path.exists():
@@ -347,13 +439,17 @@ def read_sweep(path: str | os.PathLike, columns, optional=(), rows: slice | None
             raise LensfinderError(f"sweep file {path} has no binary table in HDU 1")
         hdu = fits[1]
         have = {n.upper(): n for n in hdu.get_colnames()}
-        missing = [c for c in columns if c.upper() not in have]
+        wanted = [c.upper() for c in list(columns) + list(optional)]
+        derive = [c for c in wanted if c in DR8_DERIVED and c not in have]
+        if derive and not {"SHAPEDEV_R", "SHAPEEXP_R"} <= set(have):
+            derive = []  # not a DR8 layout: nothing to derive from
+        missing = [c for c in columns if c.upper() not in have and c.upper() not in derive]
         if missing:
             raise LensfinderError(
                 f"sweep file {path} lacks required column(s) {missing}; lensfinder reads DR8/DR9/DR10 "
                 "main sweeps (not the -lc/-ex/-pz companions)"
             )
-        present = [c for c in columns] + [c for c in optional if c.upper() in have]
+        present = [c for c in dict.fromkeys(wanted + (DR8_SOURCE_COLUMNS if derive else [])) if c in have]
         n = hdu.get_nrows()
         index = np.arange(n)[rows if rows is not None else slice(0, n)]
         try:
@@ -381,6 +477,33 @@ def read_sweep(path: str | os.PathLike, columns, optional=(), rows: slice | None
             out[c] = data[c]
         else:
             out[c] = np.nan
+    if derive:
+        shapes = dr8_shapes(np.char.strip(data["TYPE"].astype(str)), data, fracdev="FRACDEV" in data.dtype.names)
+        for c in derive:
+            out[c] = shapes[c]
+    return out
+
+
+def dr8_shapes(types, data, fracdev: bool = True) -> dict:
+    """SHAPE_R [arcsec], SHAPE_E1, SHAPE_E2 and SERSIC of DR8 rows, DR9-style, by TYPE.
+
+    DEV -> the SHAPEDEV_* fit (n = 4); EXP and REX -> SHAPEEXP_* (n = 1; REX has e = 0);
+    COMP -> the component holding the larger flux fraction: DEV where FRACDEV >= 0.5, EXP
+    below, DEV where FRACDEV is absent (``fracdev=False``) or NaN; PSF, DUP -> 0, as DR9
+    writes for sources without a shape.
+    """
+    types = np.asarray(types).astype(str)
+    frac = np.asarray(data["FRACDEV"], dtype=np.float64) if fracdev else np.full(len(types), np.nan)
+    comp_dev = ~(frac < 0.5)  # NaN -> DEV
+    use_dev = (types == "DEV") | ((types == "COMP") & comp_dev)
+    use_exp = np.isin(types, ["EXP", "REX"]) | ((types == "COMP") & ~comp_dev)
+    out = {}
+    for q in ("R", "E1", "E2"):
+        col = np.zeros(len(types), dtype=np.float32)
+        col[use_dev] = data[f"SHAPEDEV_{q}"][use_dev]
+        col[use_exp] = data[f"SHAPEEXP_{q}"][use_exp]
+        out[f"SHAPE_{q}"] = col
+    out["SERSIC"] = np.where(use_dev, 4.0, np.where(use_exp, 1.0, 0.0)).astype(np.float32)
     return out
 
 

@@ -2,7 +2,10 @@
 
 Order and dtypes follow legacypipe's ``generate-sweep-files.py`` (DR10 = 130 columns,
 505 bytes per row). DR9 drops the 15 i-band columns and stores MASKBITS as int16; DR8 also
-pads TYPE to 4 characters (see ``lensfinder.survey.sweep_dtype``).
+pads TYPE to 4 characters and, having fitted separate de Vaucouleurs and exponential
+profiles (and their composite, COMP) instead of a Sersic one, holds ``DR8_SHAPE_COLUMNS``
+where DR9/DR10 hold SHAPE_*, and no SERSIC, SERSIC_IVAR or FITBITS (see
+``lensfinder.survey.sweep_dtype``).
 """
 
 DR10_SWEEP_COLUMNS = [
@@ -137,3 +140,28 @@ DR10_SWEEP_COLUMNS = [
     ('SERSIC', '>f4', '', None),
     ('SERSIC_IVAR', '>f4', '', None),
 ]
+
+# DR8 (and earlier): the DEV and EXP fits' shapes and the composite's DEV flux fraction, in
+# the place of SHAPE_R ... SHAPE_E2_IVAR. *_R is the half-light radius [arcsec]; E1, E2 the
+# Tractor ellipticity components.
+DR8_SHAPE_COLUMNS = [
+    ('FRACDEV', '>f4', '', None),
+    ('FRACDEV_IVAR', '>f4', '', None),
+    ('SHAPEDEV_R', '>f4', 'arcsec', None),
+    ('SHAPEDEV_R_IVAR', '>f4', '1/arcsec^2', None),
+    ('SHAPEDEV_E1', '>f4', '', None),
+    ('SHAPEDEV_E1_IVAR', '>f4', '', None),
+    ('SHAPEDEV_E2', '>f4', '', None),
+    ('SHAPEDEV_E2_IVAR', '>f4', '', None),
+    ('SHAPEEXP_R', '>f4', 'arcsec', None),
+    ('SHAPEEXP_R_IVAR', '>f4', '1/arcsec^2', None),
+    ('SHAPEEXP_E1', '>f4', '', None),
+    ('SHAPEEXP_E1_IVAR', '>f4', '', None),
+    ('SHAPEEXP_E2', '>f4', '', None),
+    ('SHAPEEXP_E2_IVAR', '>f4', '', None),
+]
+# DR9/DR10 columns a DR8 sweep does not have.
+NOT_IN_DR8 = {
+    'SHAPE_R', 'SHAPE_R_IVAR', 'SHAPE_E1', 'SHAPE_E1_IVAR', 'SHAPE_E2', 'SHAPE_E2_IVAR',
+    'SERSIC', 'SERSIC_IVAR', 'FITBITS',
+}

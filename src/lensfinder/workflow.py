@@ -13,18 +13,52 @@ import traceback
 from pathlib import Path
 
 from .errors import LensfinderError
-from .survey import SurveyTree, parse_sweep_name
+from .survey import SurveyTree, SurveyTrees, parse_sweep_name, split_sweep_id
 
 
-def survey_tree(config) -> SurveyTree:
+def survey_regions(config) -> list[str]:
+    """The regions a run reads: ``survey.regions`` (a list), or ``survey.region`` (one).
+
+    Both may be given only if they agree (``region: south`` with ``regions: [south]``);
+    ``region: null`` counts as not given (for a config file layered on the default).
+    """
     s = config["survey"]
-    return SurveyTree(s["root"], s["release"], s["region"], s.get("sweep_version"))
+    region, regions = s.get("region"), s.get("regions")
+    if region is None and not regions:
+        raise LensfinderError("the config names no survey region: set survey.regions (e.g. [north, south]) "
+                              "or survey.region (south or north)")
+    if region is not None and regions and list(regions) != [region]:
+        raise LensfinderError(
+            f"survey.region ({region}) and survey.regions ({list(regions)}) disagree: give only survey.regions "
+            "for several regions (set survey.region: null where another config file sets it)"
+        )
+    return list(regions) if regions else [region]
+
+
+def survey_trees(config) -> SurveyTrees:
+    s = config["survey"]
+    return SurveyTrees(s["root"], s["release"], survey_regions(config), s.get("sweep_version"))
+
+
+def survey_tree(config, region: str | None = None) -> SurveyTree:
+    """The tree of ``region``; without one, of the run's only region."""
+    return survey_trees(config).tree(region)
 
 
 def mock_config(config):
+    """The mock's settings; the survey section must ask for a release and regions it writes."""
     from .mock import MockConfig
 
-    return MockConfig.from_dict(config.get("mock"))
+    cfg = MockConfig.from_dict(config.get("mock"))
+    if config["survey"]["source"] == "mock":
+        release, regions = config["survey"]["release"], survey_regions(config)
+        if release != cfg.release:
+            raise LensfinderError(f"survey.release {release} is not the mock's (mock.release: {cfg.release}): "
+                                  "set both to the same release")
+        if not set(regions) <= set(cfg.regions):
+            raise LensfinderError(f"survey reads regions {regions}, but the mock writes only {cfg.regions} "
+                                  "(mock.regions): add them there or read fewer")
+    return cfg
 
 
 def mock_files(config) -> dict:
@@ -33,37 +67,51 @@ def mock_files(config) -> dict:
     return planned_files(config["survey"]["root"], mock_config(config))
 
 
-def _filter_sweeps(names, spec, where):
+def _filter_sweeps(ids, spec, where, trees: SurveyTrees):
+    """The sweep IDs ``ids`` that ``survey.sweeps`` picks: all, a list, or an RA/Dec box.
+
+    List entries are sweep IDs or bare stems; a bare stem picks that sweep in every region.
+    """
     if spec in (None, "all"):
-        return list(names)
+        return list(ids)
     if isinstance(spec, list):
-        wanted = [Path(n).name.removesuffix(".fits") for n in spec]
-        for n in wanted:
-            parse_sweep_name(n)  # clear error on a malformed name
-        missing = sorted(set(wanted) - set(names))
-        if missing:
-            raise LensfinderError(f"survey.sweeps lists {missing}, which are not in {where}")
-        return wanted
+        out = []
+        for entry in spec:
+            region, stem = split_sweep_id(entry.removesuffix(".fits"))  # clear error on a malformed name
+            hits = [i for i in ids if split_sweep_id(i)[1] == stem and region in (None, trees.locate(i)[0].region)]
+            if not hits:
+                raise LensfinderError(f"survey.sweeps lists {[entry]}, which is not in {where}")
+            out += [h for h in hits if h not in out]
+        return out
     box = spec
-    out = [n for n in names if parse_sweep_name(n).overlaps(box["ra_min"], box["ra_max"], box["dec_min"], box["dec_max"])]
+    out = [i for i in ids if parse_sweep_name(split_sweep_id(i)[1]).overlaps(box["ra_min"], box["ra_max"],
+                                                                            box["dec_min"], box["dec_max"])]
     if not out:
         raise LensfinderError(f"no sweep file in {where} overlaps the survey.sweeps box {box}")
     return out
 
 
 def sweeps_to_process(config) -> list[str]:
-    """Sweep stems to process: the mock's planned sweeps, or those found in the real tree,
-    filtered by ``survey.sweeps`` (``all``, a list of names, or an RA/Dec box)."""
+    """Sweep IDs to process: the mock's planned sweeps, or those found in the real tree(s),
+    filtered by ``survey.sweeps``. One region: the file stems (``sweep-150p000-155p005``);
+    several: ``<region>/<stem>``, region by region in the order of ``survey.regions``."""
     spec = config["survey"].get("sweeps", "all")
+    trees = survey_trees(config)
     if config["survey"]["source"] == "mock":
         from .mock import planned_sweeps
 
-        return _filter_sweeps(planned_sweeps(mock_config(config)), spec, "the mock survey")
-    tree = survey_tree(config)
-    names = tree.list_sweeps()
-    if not names:
-        raise LensfinderError(f"no sweep-*.fits file in {tree.sweep_dir}: check survey.root and survey.sweep_version")
-    return _filter_sweeps(names, spec, str(tree.sweep_dir))
+        stems = planned_sweeps(mock_config(config))
+        ids = [trees.sweep_id(region, n) for region in trees.regions for n in stems]
+        return _filter_sweeps(ids, spec, "the mock survey", trees)
+    ids = []
+    for region in trees.regions:
+        tree = trees.tree(region)
+        names = tree.list_sweeps()
+        if not names:
+            raise LensfinderError(f"no sweep-*.fits file in {tree.sweep_dir}: check survey.root and survey.sweep_version")
+        ids += [trees.sweep_id(region, n) for n in names]
+    where = " and ".join(str(trees.tree(r).sweep_dir) for r in trees.regions)
+    return _filter_sweeps(ids, spec, where, trees)
 
 
 def run_step(smk, func):

@@ -10,18 +10,25 @@ from lensfinder.catalogs import catalog_input_files, catalog_versions
 validate(config, schema="../../config/schema/config.schema.yaml")
 
 RESULTS = f"results/{config['run']}"
-TREE = lfw.survey_tree(config)
+TREES = lfw.survey_trees(config)
+# Sweep IDs: the file stem with one region, <region>/<stem> with several (the same stem
+# exists in every region's tree), so per-sweep outputs go to .../objects/north/sweep-....
 SWEEPS = lfw.sweeps_to_process(config)
 MODELS = list(config["models"])
 
 
 wildcard_constraints:
-    sweep=r"sweep-\d{3}[pm]\d{3}-\d{3}[pm]\d{3}",
+    sweep=r"((north|south)/)?sweep-\d{3}[pm]\d{3}-\d{3}[pm]\d{3}",
     model=r"[A-Za-z0-9_-]+",
 
 
 def sweep_file(wildcards):
-    return str(TREE.sweep_path(wildcards.sweep))
+    return str(TREES.sweep_path(wildcards.sweep))
+
+
+def sweep_region(wildcards):
+    """The region whose tree holds the sweep (its objects' REGION, its coadds)."""
+    return TREES.locate(wildcards.sweep)[0].region
 
 
 def survey_ready():
@@ -49,4 +56,7 @@ def final_targets():
         f"{RESULTS}/recommendations/recommendations.parquet",
         f"{RESULTS}/accounting.csv",
         *([f"{RESULTS}/evaluation/metrics.json"] if config["evaluation"].get("truth") else []),
+        *embed_targets(),  # workflow/rules/embed.smk (S22)
+        f"{RESULTS}/selection_function/completeness.csv",
+        *([f"{RESULTS}/selection_function/crosscheck.csv"] if config["evaluation"].get("truth") else []),
     ]

@@ -12,6 +12,7 @@ rule cutouts:
     params:
         cutouts=config["cutouts"],
         survey=config["survey"],
+        region=sweep_region,
     resources:
         mem_mb=4000,
         runtime=60,

@@ -11,7 +11,7 @@ rule select:
         f"{RESULTS}/logs/select/{{sweep}}.log",
     params:
         selection=config["selection"],
-        region=config["survey"]["region"],
+        region=sweep_region,
     conda:
         "../../envs/lensfinder.yaml"
     script:

@@ -9,7 +9,7 @@ run_step(
     lambda: extract_sweep(
         snakemake.input.objects,
         Path(snakemake.output.manifest).parent,
-        survey_tree({"survey": snakemake.params.survey}),
+        survey_tree({"survey": snakemake.params.survey}, snakemake.params.region),  # the sweep's own tree
         size=c["size"],
         recentre=c["recentre"],
         max_missing=c["max_missing"],

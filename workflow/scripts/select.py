@@ -9,5 +9,6 @@ run_step(
         snakemake.output.counts,
         SelectionConfig.from_dict(snakemake.params.selection),
         tree_region=snakemake.params.region,
+        sweep_id=snakemake.wildcards.sweep,
     ),
 )
