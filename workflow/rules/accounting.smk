@@ -12,7 +12,7 @@ rule accounting:
     log:
         f"{RESULTS}/logs/accounting.log",
     params:
-        run_dir=RESULTS,
+        run_dir=lambda wildcards, output: os.path.dirname(output[0]),
         sweeps=SWEEPS,
         models=MODELS,
     localrule: True

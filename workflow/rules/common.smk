@@ -45,6 +45,29 @@ def trainset_extra_inputs():
     return files + list(t.get("exclude", []))
 
 
+def model_scores(wildcards):
+    """Every sweep's scores, one named input per model (scores_<model>)."""
+    return {f"scores_{m}": expand(f"{RESULTS}/scores/{m}/{{sweep}}.parquet", sweep=SWEEPS) for m in MODELS}
+
+
+def inspection_config():
+    cfg = config.get("inspection") or {}
+    if not cfg.get("db"):
+        raise ValueError("the inspection stage needs the grades database: set inspection.db in the config, "
+                         "e.g. snakemake inspection --config inspection='{db: grades.sqlite}'")
+    return cfg
+
+
+def inspection_candidates():
+    return (config.get("inspection") or {}).get("candidates") or f"{RESULTS}/recommendations/recommendations.parquet"
+
+
+def inspection_batch():
+    """The batch name lensfinder-inspect serve gives by default: <run>/<table stem>."""
+    batch = (config.get("inspection") or {}).get("batch")
+    return batch or f"{config['run']}/{os.path.basename(inspection_candidates()).split('.')[0]}"
+
+
 def final_targets():
     return [
         *expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
@@ -56,7 +79,4 @@ def final_targets():
         f"{RESULTS}/recommendations/recommendations.parquet",
         f"{RESULTS}/accounting.csv",
         *([f"{RESULTS}/evaluation/metrics.json"] if config["evaluation"].get("truth") else []),
-        *embed_targets(),  # workflow/rules/embed.smk (S22)
-        f"{RESULTS}/selection_function/completeness.csv",
-        *([f"{RESULTS}/selection_function/crosscheck.csv"] if config["evaluation"].get("truth") else []),
     ]

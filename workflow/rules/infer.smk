@@ -63,11 +63,6 @@ rule ensemble:
         "../scripts/ensemble.py"
 
 
-def model_scores(wildcards):
-    """Every sweep's scores, one named input per model (scores_<model>)."""
-    return {f"scores_{m}": expand(f"{RESULTS}/scores/{m}/{{sweep}}.parquet", sweep=SWEEPS) for m in MODELS}
-
-
 rule rank:
     input:
         unpack(model_scores),

@@ -4,24 +4,6 @@
 #   snakemake inspection --config inspection='{db: grades.sqlite}'
 
 
-def inspection_config():
-    cfg = config.get("inspection") or {}
-    if not cfg.get("db"):
-        raise ValueError("rule inspection needs the grades database: set inspection.db in the config, "
-                         "e.g. snakemake inspection --config inspection='{db: grades.sqlite}'")
-    return cfg
-
-
-def inspection_candidates():
-    return (config.get("inspection") or {}).get("candidates") or f"{RESULTS}/recommendations/recommendations.parquet"
-
-
-def inspection_batch():
-    """The batch name lensfinder-inspect serve gives by default: <run>/<table stem>."""
-    batch = (config.get("inspection") or {}).get("batch")
-    return batch or f"{config['run']}/{os.path.basename(inspection_candidates()).split('.')[0]}"
-
-
 rule inspection:
     input:
         db=lambda wildcards: inspection_config()["db"],
