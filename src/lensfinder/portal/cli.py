@@ -55,18 +55,18 @@ def infer_run_dir(candidates: Path) -> Path:
 
 
 def context_backends(args, release_default="dr10"):
-    """(survey tree or None, cutout service or None, release) from --config / --service-url."""
+    """(survey trees or None, cutout service or None, release) from --config / --service-url."""
     import yaml
 
     from ..service import CutoutService
-    from ..workflow import survey_tree
+    from ..workflow import survey_trees
 
     tree, release = None, release_default
     config = Path(args.config) if args.config else None
     if config is not None and config.is_file():
         cfg = yaml.safe_load(config.read_text()) or {}
         if "survey" in cfg:
-            tree = survey_tree(cfg)
+            tree = survey_trees(cfg)  # one tree per region; the context view picks by position
             release = tree.release
     elif args.config and args.config != "config/config.yaml":
         raise LensfinderError(f"config {args.config} does not exist: give the run's config file with --config")

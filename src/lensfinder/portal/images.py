@@ -115,10 +115,12 @@ class ImageSource:
     """Renders the views of candidates from a run's shards and a context backend."""
 
     def __init__(self, run_dir, tree=None, service=None, cache_size: int = 4096):
+        """``tree``: a SurveyTree, or SurveyTrees when the run reads several regions (the
+        context view then comes from the tree of the position's photometric region)."""
         self.run_dir = Path(run_dir)
         self.shards = ShardCollection(run_manifests(run_dir))
         self.tree, self.service = tree, service
-        self._extractor = None
+        self._extractors = {}
         self._extract_lock = threading.Lock()  # fitsio handles are not shared across threads
         self.cache = LRU(cache_size)
 
@@ -155,14 +157,19 @@ class ImageSource:
         if self.tree is None:
             raise KeyError("no context view: the survey tree is unknown (give --config) and no --service-url is set")
         from ..cutouts import CutoutExtractor
+        from ..survey import SurveyTrees, photometric_region
 
+        tree = self.tree
+        if isinstance(tree, SurveyTrees):
+            tree = tree.tree(str(photometric_region(ra, dec)) if tree.multi_region else None)
         with self._extract_lock:
-            if self._extractor is None:
-                self._extractor = CutoutExtractor(self.tree, size=CONTEXT_SIZE, max_missing=1.0)
-            brick = self._extractor.grid.lookup(ra, dec)["BRICKNAME"]
+            if tree.region not in self._extractors:
+                self._extractors[tree.region] = CutoutExtractor(tree, size=CONTEXT_SIZE, max_missing=1.0)
+            extractor = self._extractors[tree.region]
+            brick = extractor.grid.lookup(ra, dec)["BRICKNAME"]
             brick = brick[0] if np.ndim(brick) else brick
             brick = brick.decode() if isinstance(brick, bytes) else str(brick)
-            cube, info = self._extractor.cutout(ra, dec, brick)
+            cube, info = extractor.cutout(ra, dec, brick)
         if cube is None:
-            raise KeyError(f"no context view at ({ra:.5f}, {dec:.5f}): {info} in the survey tree {self.tree.root}")
+            raise KeyError(f"no context view at ({ra:.5f}, {dec:.5f}): {info} in the survey tree {tree.root}")
         return cube
