@@ -208,3 +208,16 @@ def test_dec_max_footprint_cut_is_counted(tiny_mock, tmp_path):
     before = {r["cut"]: r for r in csv.DictReader(open(tmp_path / "a.csv"))}
     assert all(rows[c]["removed"] == before[c]["removed"] for c in ("type", "zmag", "nobs", "maskbits", "region"))
     assert int(before["dec"]["removed"]) == 0
+
+
+def test_a_repeated_key_in_a_sweep_is_an_error_naming_it(tiny_mock, tmp_path):
+    _, _, files = tiny_mock
+    rows = fitsio.read(files["sweeps"][0], ext=1)
+    header = fitsio.read_header(files["sweeps"][0], ext=1)
+    fitsio.write(str(tmp_path / "sweep-145p000-150p005.fits"), np.concatenate([rows, rows[-3:]]), header=header,
+                 extname="SWEEP", clobber=True)
+    with pytest.raises(LensfinderError, match=r"sweep-145p000-150p005.fits repeats \d+ selected key"):
+        select_sweep(tmp_path / "sweep-145p000-150p005.fits", tmp_path / "o.parquet", tmp_path / "c.csv",
+                     SelectionConfig(zmag_max=30, types=["PSF", "REX", "DEV", "EXP", "SER", "DUP"], min_nobs=0),
+                     progress=False)
+    assert not (tmp_path / "o.parquet").exists()

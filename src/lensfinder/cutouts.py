@@ -9,8 +9,11 @@ Objects are processed brick by brick: each image file is opened once and only th
 A section that runs past the brick image's edge (large cutouts, objects outside their
 brick) is completed from the neighbouring bricks' coadds, found through the bricks table
 and Lanczos-3 resampled onto the cutout's grid through each brick's own WCS. Pixels with
-no data anywhere (no brick image covers them, or exactly 0: no exposures) are 0 and
-counted as missing. With
+no data anywhere (no brick image covers them, exactly 0: no exposures, or NaN/inf) are 0
+and counted as missing; values beyond the float16 range of the shards (|x| > 65504
+nanomaggies, e.g. a saturated star's core) are clipped and the object flagged. A coadd that
+cannot be read (truncated, corrupt) fails its objects with ``brick_file_unreadable``,
+naming the file and band. With
 ``recentre`` the cutout is Lanczos-3 shifted so the object sits exactly on the centre
 pixel, as the Legacy Surveys cutout service does.
 
@@ -27,9 +30,11 @@ from pathlib import Path
 
 import fitsio
 import numpy as np
+import pandas as pd
 
 from .errors import LensfinderError
-from .shards import FLAG_FROM_NEIGHBOURS, FLAG_MISSING_PIXELS, FLAG_RECENTRED, KEY, ShardWriter
+from .shards import (FLAG_FROM_NEIGHBOURS, FLAG_MISSING_PIXELS, FLAG_RECENTRED, FLAG_SATURATED, FP16_MAX, KEY,
+                     ShardWriter)
 from .survey import BANDS, REGION_LABELS, BrickGrid, SurveyTree, read_header_wcs
 
 INDEX_COLUMNS = ("RELEASE", "BRICKID", "OBJID", "BRICKNAME", "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_Z")
@@ -83,6 +88,14 @@ def lanczos_shift(cube, dx, dy):
     return out
 
 
+class UnreadableCoadd(Exception):
+    """A coadd file that cannot be opened or decompressed; ``detail`` names file and band."""
+
+    def __init__(self, path, band, err):
+        self.detail = f"{path} (band {band}): {type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
+        super().__init__(self.detail)
+
+
 @dataclass
 class BrickImages:
     """The g, r, z image HDUs of one brick, opened once, with its header WCS and size."""
@@ -91,8 +104,18 @@ class BrickImages:
     paths: list
 
     def __post_init__(self):
-        self.fits = [fitsio.FITS(str(p)) for p in self.paths]
-        self.wcs, header = read_header_wcs(self.paths[0])
+        self.fits = []
+        for band, p in zip(BANDS, self.paths):
+            try:
+                self.fits.append(fitsio.FITS(str(p)))
+            except Exception as err:  # noqa: BLE001 - CFITSIO reports damage as OSError or others
+                self.close()
+                raise UnreadableCoadd(p, band, err) from err
+        try:
+            self.wcs, header = read_header_wcs(self.paths[0])
+        except Exception as err:  # noqa: BLE001
+            self.close()
+            raise UnreadableCoadd(self.paths[0], BANDS[0], err) from err
         self.shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
 
     def section(self, x0, y0, n):
@@ -105,7 +128,10 @@ class BrickImages:
         if xa >= xb or ya >= yb:
             return cube, inside
         for b, f in enumerate(self.fits):
-            cube[b, ya - y0 : yb - y0, xa - x0 : xb - x0] = f[1][ya:yb, xa:xb]
+            try:
+                cube[b, ya - y0 : yb - y0, xa - x0 : xb - x0] = f[1][ya:yb, xa:xb]
+            except Exception as err:  # noqa: BLE001 - a truncated file fails on its missing tiles
+                raise UnreadableCoadd(self.paths[b], BANDS[b], err) from err
         inside[ya - y0 : yb - y0, xa - x0 : xb - x0] = True
         return cube, inside
 
@@ -129,24 +155,46 @@ class CutoutExtractor:
         self._open = lru_cache(maxsize=cache_bricks)(self._open_brick)
 
     def _open_brick(self, name: str):
+        """The brick's images; None if a file is missing; an UnreadableCoadd (kept, so a
+        damaged file is tried once) if one cannot be read."""
         paths = [self.tree.coadd_path(name, b) for b in BANDS]
         if not all(p.exists() for p in paths):
             return None
-        return BrickImages(name, paths)
+        try:
+            return BrickImages(name, paths)
+        except UnreadableCoadd as err:
+            return err
 
     def brick(self, name):
-        return self._open(name)
+        """The brick's images, or None where they are missing or unreadable."""
+        images = self._open(name)
+        return images if isinstance(images, BrickImages) else None
 
     def cutout(self, ra: float, dec: float, brickname: str):
-        """One cutout: returns (cube float32 (3, S, S), info dict) or (None, reason)."""
-        home = self.brick(brickname)
+        """One cutout: returns (cube float32 (3, S, S), info dict) or (None, reason); for an
+        unreadable coadd the reason is ``brick_file_unreadable`` and ``self.last_detail``
+        names the file and band."""
+        self.last_detail = ""
+        try:
+            return self._cutout(ra, dec, brickname)
+        except UnreadableCoadd as err:
+            self.last_detail = err.detail
+            return None, "brick_file_unreadable"
+
+    def _cutout(self, ra: float, dec: float, brickname: str):
+        home = self._open(brickname)
+        if isinstance(home, UnreadableCoadd):
+            raise home
         if home is None:
+            self.last_detail = next(f"{p} does not exist" for p in (self.tree.coadd_path(brickname, b) for b in BANDS)
+                                    if not p.exists())
             return None, "brick_file_missing"
         pad = 3 if self.recentre else 0
         n = self.size + 2 * pad
         x, y = (float(v) for v in home.wcs.all_world2pix(ra, dec, 0))
         h, w = home.shape
         if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5):
+            self.last_detail = f"pixel ({x:.1f}, {y:.1f}) is off the {w} x {h} image of brick {brickname}"
             return None, "off_image"
         xc, yc = int(round(x)), int(round(y))
         x0, y0 = xc - self.size // 2 - pad, yc - self.size // 2 - pad
@@ -162,14 +210,20 @@ class CutoutExtractor:
             have = have[pad:-pad, pad:-pad]
             flags |= FLAG_RECENTRED
             dx = dy = 0.0
-        missing = np.broadcast_to(~have[None], cube.shape)
+        missing = np.broadcast_to(~have[None], cube.shape) | ~np.isfinite(cube)
         if self.zero_is_missing:
             missing = missing | (cube == 0.0)
         frac_missing = missing.reshape(3, -1).mean(1)
         cube[missing] = 0.0
         if missing.any():
             flags |= FLAG_MISSING_PIXELS
+        if np.abs(cube).max() > FP16_MAX:  # would become inf in the float16 shards
+            cube = np.clip(cube, -FP16_MAX, FP16_MAX)
+            flags |= FLAG_SATURATED
         if frac_missing.max() > self.max_missing:
+            worst = int(np.argmax(frac_missing))
+            self.last_detail = (f"band {BANDS[worst]}: {frac_missing[worst]:.0%} of the pixels have no data "
+                                f"(max_missing {self.max_missing:g})")
             return None, "mostly_empty"
         return cube, {"CENTER_DX": dx, "CENTER_DY": dy, "FLAGS": flags,
                       **{f"FRAC_MISSING_{b.upper()}": float(f) for b, f in zip(BANDS, frac_missing)}}
@@ -203,13 +257,16 @@ class CutoutExtractor:
 
 
 def extract_sweep(objects_path, out_dir, tree: SurveyTree, size=101, recentre=False, max_missing=0.5,
-                  max_rows=20000, zero_is_missing=True, progress=True) -> dict:
+                  max_rows=20000, zero_is_missing=True, progress=True, max_failed_fraction=1.0) -> dict:
     """Cutout shards for one sweep's selected objects (``objects/<sweep>.parquet``).
 
     ``tree`` is the region tree that holds the sweep (in a north + south run, north
     objects are cut from the north coadds and south ones from the south coadds).
     Every object ends in a shard or in ``failures.parquet`` with its reason
-    (brick_file_missing, off_image, mostly_empty); the manifest records the counts.
+    (brick_file_missing, brick_file_unreadable, off_image, mostly_empty) and detail; the
+    manifest records the counts. When more than ``max_failed_fraction`` of at least
+    ``MIN_FAILED_FOR_CEILING`` objects fail, the job stops naming the likely cause (a wrong
+    ``survey.root``, a missing coadd directory) and writes no manifest.
     """
     import pyarrow.parquet as pq
     from tqdm import tqdm
@@ -232,7 +289,32 @@ def extract_sweep(objects_path, out_dir, tree: SurveyTree, size=101, recentre=Fa
             rec[k] = int(rec[k])
         cube, info = extractor.cutout(float(row.RA), float(row.DEC), str(row.BRICKNAME))
         if cube is None:
-            writer.fail(rec, info)
+            writer.fail(rec, info, extractor.last_detail)
         else:
             writer.add(cube, {**rec, **info})
+    check_failure_ceiling(writer.failures, len(objects), max_failed_fraction, tree, objects_path)
     return writer.close(len(objects), extra={"cutout": {"size": size, "recentre": recentre, "pixscale_arcsec": 0.262}})
+
+
+MIN_FAILED_FOR_CEILING = 10  # a handful of failures in a small sweep says nothing of the setup
+
+
+def check_failure_ceiling(failures, n_selected, max_failed_fraction, tree: SurveyTree, objects_path):
+    """Stop when most objects failed: that is a wrong setup, not bad objects."""
+    n_failed = len(failures)
+    if n_failed < MIN_FAILED_FOR_CEILING or n_failed <= max_failed_fraction * n_selected:
+        return
+    reasons = pd.Series([f["reason"] for f in failures]).value_counts().to_dict()
+    coadd_dir = tree.region_dir / "coadd"
+    if not coadd_dir.is_dir():
+        cause = f"the coadd directory {coadd_dir} does not exist: check survey.root ({tree.root})"
+    elif set(reasons) == {"brick_file_missing"}:
+        cause = (f"no coadd of these bricks is in {coadd_dir}: check survey.root ({tree.root}) and that the "
+                 "mirror holds this sweep's bricks")
+    else:
+        example = next((f["detail"] for f in failures if f.get("detail")), "")
+        cause = f"check the coadds in {coadd_dir}" + (f" (e.g. {example})" if example else "")
+    raise LensfinderError(
+        f"cutouts of {objects_path}: {n_failed} of {n_selected} objects failed ({reasons}), more than "
+        f"cutouts.max_failed_fraction = {max_failed_fraction:g}; {cause}; raise cutouts.max_failed_fraction "
+        "to accept the failures")

@@ -32,3 +32,22 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temporaries(outputs) -> list[Path]:
+    """Remove the ``.tmp-<pid>-<name>`` files that a killed job left beside its outputs.
+
+    Only temporaries of these outputs' own names are removed: a job owns its outputs, so any
+    temporary of them is a leftover (other jobs may be writing other files in the same
+    directory, on other nodes). Returns the removed paths.
+    """
+    removed = []
+    for out in outputs:
+        out = Path(out)
+        if not out.parent.is_dir():
+            continue
+        for tmp in out.parent.glob(f".tmp-*-{out.name}"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed

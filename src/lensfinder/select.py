@@ -157,6 +157,7 @@ def select_sweep(sweep_path, objects_path, counts_path, cfg: SelectionConfig, tr
         for k, v in removed.items():
             removed_total[k] += v
     table = pa.concat_tables(parts)
+    check_unique_keys(table, sweep_path)
     table = table.append_column("SWEEP", pa.array([sweep_id or sweep_path.stem] * table.num_rows, pa.string()))
     meta = {b"lensfinder.units": b"FLUX_*: nanomaggies; MAG_*: AB; RA/DEC: deg; SHAPE_R: arcsec; PSFSIZE_*: arcsec"}
     table = table.replace_schema_metadata(meta)
@@ -172,6 +173,16 @@ def select_sweep(sweep_path, objects_path, counts_path, cfg: SelectionConfig, tr
     with atomic_path(counts_path) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     return table.num_rows, removed_total
+
+
+def check_unique_keys(table, sweep_path):
+    """A repeated (RELEASE, BRICKID, OBJID) would multiply rows in every later join."""
+    keys = table.select(["RELEASE", "BRICKID", "OBJID"]).to_pandas()
+    dup = keys.duplicated(keep=False)
+    if dup.any():
+        raise LensfinderError(f"sweep file {sweep_path} repeats {int(keys.duplicated().sum())} selected key(s) "
+                              f"(RELEASE, BRICKID, OBJID), e.g. {keys[dup].head(2).values.tolist()}: "
+                              "re-download it")
 
 
 def sweep_id_of_counts(path) -> str:

@@ -7,7 +7,8 @@ A shard set (one directory per sweep) holds:
 * ``shard-NNN.index.parquet``: row i describes array row i (RELEASE, BRICKID, OBJID,
   RA, DEC, TYPE, REGION, ..., the pixel offset of the true centre from the centre pixel,
   the fraction of missing pixels per band, flags);
-* ``failures.parquet``: the objects that have no cutout, with the reason;
+* ``failures.parquet``: the objects that have no cutout, with the reason and a detail
+  (e.g. the unreadable file and band);
 * ``manifest.json``: written last: shape, dtype, band order, units, source release, the
   SHA-256 of each array and the counts (selected = written + failed).
 
@@ -31,6 +32,8 @@ KEY = ("RELEASE", "BRICKID", "OBJID")
 FLAG_MISSING_PIXELS = 1  # some pixels had no data anywhere (set to 0)
 FLAG_FROM_NEIGHBOURS = 2  # part of the cutout was resampled from neighbouring bricks
 FLAG_RECENTRED = 4  # Lanczos-3 resampled so the object sits on the centre pixel
+FLAG_SATURATED = 8  # some pixel was beyond the float16 range (|x| > 65504 nanomaggies) and clipped
+FP16_MAX = float(np.finfo(np.float16).max)
 
 
 def sha256(path, chunk=1 << 24) -> str:
@@ -61,6 +64,10 @@ class ShardWriter:
     def __init__(self, out_dir, size: int, release: str, max_rows: int = 20000, source: str = "bricks"):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # the directory is this writer's: what a killed or earlier run left there goes first
+        for stale in [*self.dir.glob(".tmp-*"), *self.dir.glob("shard-*"), self.dir / "manifest.json"]:
+            if stale.is_file():
+                stale.unlink()
         self.size, self.release, self.max_rows, self.source = size, release, max_rows, source
         self._images, self._rows, self.shards, self.failures = [], [], [], []
 
@@ -72,8 +79,8 @@ class ShardWriter:
         if len(self._images) >= self.max_rows:
             self._flush()
 
-    def fail(self, row: dict, reason: str):
-        self.failures.append({**row, "reason": reason})
+    def fail(self, row: dict, reason: str, detail: str = ""):
+        self.failures.append({**row, "reason": reason, "detail": detail})
 
     def _flush(self):
         import pyarrow as pa
@@ -100,8 +107,9 @@ class ShardWriter:
         failed = len(self.failures)
         if written + failed != n_selected:
             raise LensfinderError(f"cutouts in {self.dir}: {written} written + {failed} failed != {n_selected} selected")
-        schema = pa.schema([(k, pa.int64()) for k in KEY] + [("RA", pa.float64()), ("DEC", pa.float64()), ("reason", pa.string())])
-        fail_rows = [{k: r[k] for k in (*KEY, "RA", "DEC", "reason")} for r in self.failures]
+        schema = pa.schema([(k, pa.int64()) for k in KEY] + [("RA", pa.float64()), ("DEC", pa.float64()),
+                                                             ("reason", pa.string()), ("detail", pa.string())])
+        fail_rows = [{k: r.get(k, "") for k in (*KEY, "RA", "DEC", "reason", "detail")} for r in self.failures]
         with atomic_path(self.dir / "failures.parquet") as tmp:
             pq.write_table(pa.Table.from_pylist(fail_rows, schema=schema), tmp)
         manifest = {

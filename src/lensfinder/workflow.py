@@ -12,7 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import LensfinderError
+from .errors import LensfinderError, remove_stale_temporaries
 from .survey import SurveyTree, SurveyTrees, parse_sweep_name, split_sweep_id
 
 
@@ -130,6 +130,8 @@ def run_step(smk, func):
             stack.enter_context(contextlib.redirect_stderr(fh))
         start = time.time()
         print(f"lensfinder rule {smk.rule}: start", flush=True)
+        for stale in remove_stale_temporaries(smk.output):
+            print(f"removed {stale}, left by a killed run", flush=True)
         try:
             func()
         except LensfinderError as err:

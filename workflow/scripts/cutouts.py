@@ -14,5 +14,6 @@ run_step(
         recentre=c["recentre"],
         max_missing=c["max_missing"],
         max_rows=c["shard_rows"],
+        max_failed_fraction=c["max_failed_fraction"],
     ),
 )
