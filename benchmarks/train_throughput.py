@@ -64,7 +64,7 @@ def main():
     print(f"{'model':<18}{'params':>11}{'bare img/s':>12}{'trainer img/s':>15}{'ratio':>7}{'vs paper IV A100':>18}")
     results = []
     for name in args.models:
-        cfg = TrainConfig(batch_size=args.batch, epochs=1, compile=args.compile)
+        cfg = TrainConfig(batch_size=args.batch, epochs=1, compile=args.compile, num_threads=torch.get_num_threads())
         trainer = Trainer(work / "ts", ModelSpec.from_config({"preset": name}), cfg, work / name)
         order = trainer.epoch_indices(0)
         pipeline = args.batch * args.steps / timed(lambda: trainer.train_step(0, 0, order), args.steps)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lensfinder.errors import LensfinderError
-from lensfinder.models import DeepLensResNet, InputTransform, ModelSpec, count_parameters
+from lensfinder.models import (BatchDropout, BatchDropPath, DeepLensResNet, DistBatchNorm2d, InputTransform, ModelSpec,
+                               count_parameters, for_data_parallel, global_batch_masks)
 
 
 def test_l18_has_the_published_parameter_count_and_stage_sizes():
@@ -92,3 +93,115 @@ def test_missing_or_foreign_weights_are_named(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="lensfinder.models"):
         model = ModelSpec.from_config({"preset": "efficientnet_mini", "params": {"pretrained": "hub"}}).build()
     assert "training from scratch" in caplog.text and model(torch.zeros(1, 3, 64, 64)).shape == (1,)
+
+
+# ----------------------------------------------------------------------------- data parallel
+def test_efficientnet_layers_span_the_ranks_with_the_same_parameters():
+    """Every batch norm of timm's EfficientNet spans the ranks and every dropout / drop-path
+    draws per global batch, with parameters, state-dict keys and activations unchanged."""
+    import timm
+
+    model = ModelSpec.from_config({"preset": "efficientnet_mini", "params": {"drop_path_rate": 0.1}}).build()
+    plain = timm.create_model("tf_efficientnetv2_b0", num_classes=1, drop_rate=0.1, drop_path_rate=0.1)
+    assert count_parameters(model) == count_parameters(plain) == 5_859_985
+    ours = {k.removeprefix("backbone.") for k in model.state_dict() if k.startswith("backbone.")}
+    assert ours == set(plain.state_dict())
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in plain.modules()) == 59
+    assert all(type(m).__name__ == "DistBatchNormAct2d" for m in norms)
+    plain_acts = [type(m.act) for m in plain.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert [type(m.act) for m in norms] == plain_acts and torch.nn.SiLU in plain_acts  # fused activation kept
+    drop_paths = [m for m in model.modules() if isinstance(m, BatchDropPath)]
+    assert len(drop_paths) == sum(type(m).__name__ == "DropPath" for m in plain.modules()) > 0
+    assert [m.p for m in model.modules() if isinstance(m, BatchDropout)] == [0.1]  # the head's
+    assert model.backbone.drop_rate == 0  # not applied a second time by timm's F.dropout
+    resnet = ModelSpec.from_config({"preset": "resnet_mini"}).build()
+    assert all(type(m) is DistBatchNorm2d for m in resnet.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    # eval mode: the running statistics, as plain timm
+    plain.load_state_dict({k.removeprefix("backbone."): v for k, v in model.state_dict().items()
+                           if k.startswith("backbone.")})
+    x = torch.rand(3, 3, 64, 64) * 0.1
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), plain.eval()(model.transform(x)).reshape(-1), atol=1e-5)
+
+
+def test_efficientnet_head_starts_with_glorot_weights():
+    """timm's U(-1, 1) for a one-logit head gives logits of ~+-20 at the start."""
+    head = ModelSpec.from_config({"preset": "efficientnet_mini"}).build().backbone.classifier
+    assert head.weight.abs().max() <= (6 / (head.in_features + 1)) ** 0.5 and not head.bias.any()
+
+
+def test_layers_that_would_differ_between_ranks_are_refused():
+    with pytest.raises(LensfinderError, match=r"layer 1 \(BatchNorm1d\)"):
+        for_data_parallel(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)))
+    with pytest.raises(LensfinderError, match=r"layer 1 \(Dropout2d\)"):
+        for_data_parallel(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.Dropout2d(0.1)))
+    converted = for_data_parallel(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3),
+                                                      torch.nn.Dropout(0.2)))
+    assert type(converted[1]) is DistBatchNorm2d and isinstance(converted[2], BatchDropout) and converted[2].p == 0.2
+
+
+def test_dropout_masks_of_two_ranks_are_the_slices_of_the_global_batch_mask():
+    """A rank holding rows 16:32 of a global batch of 32 draws exactly those rows of the mask
+    one process draws for all 32; images get independent masks; eval mode drops nothing."""
+    x = torch.ones(32, 200)
+    for layer in (BatchDropout(0.3), BatchDropPath(0.3)):
+        def masks(rows):
+            with global_batch_masks(torch.Generator().manual_seed(11), rows, 32):
+                return layer(x[rows])
+
+        whole = masks(slice(0, 32))
+        assert torch.equal(torch.cat([masks(slice(0, 16)), masks(slice(16, 32))]), whole)
+        assert set(whole.unique().tolist()) <= {0.0, float(torch.tensor(1 / 0.7))}  # dropped, or scaled by 1/keep
+        assert len(whole.unique(dim=0)) > 1  # not one mask for every image
+        assert torch.equal(layer.eval()(x), x)
+        layer.train()
+        with pytest.raises(LensfinderError, match="holds 16 of the global batch"):
+            with global_batch_masks(torch.Generator(), slice(0, 16), 32):
+                layer(x)
+    with global_batch_masks(torch.Generator().manual_seed(0), slice(0, 8), 8):
+        kept = (BatchDropout(0.3)(torch.ones(8, 5000)) > 0).float().mean()
+    assert abs(float(kept) - 0.7) < 0.02
+
+
+BF16_BN_SCRIPT = '''
+import sys, torch, torch.distributed as dist
+from lensfinder.models import DistBatchNorm2d
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+x = 3.0 + 0.5 * torch.randn(2, 4, 150, 150, generator=torch.Generator().manual_seed(rank))
+x = x.bfloat16().requires_grad_()
+bn = DistBatchNorm2d(4, momentum=1.0)  # running statistics = this global batch's
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    y = bn(x)
+y.float().square().sum().backward()
+torch.save({"x": x.detach(), "y": y.detach(), "mean": bn.running_mean, "var": bn.running_var,
+            "grad": x.grad}, f"{sys.argv[1]}/rank{rank}.pt")
+dist.destroy_process_group()
+'''
+
+
+def test_distributed_batch_norm_counts_and_sums_in_float32_under_bf16(tmp_path):
+    """2 gloo ranks of bf16 activations, 45,000 pixels per channel each (bf16 would round
+    that count to 45,056 and its sums to 3 digits): global mean and variance exact to
+    float32, the output normalised over both ranks."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "bn.py"
+    script.write_text(BF16_BN_SCRIPT)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    x = torch.cat([r["x"] for r in ranks]).double()
+    mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3))  # var: unbiased, as the running statistic
+    for r in ranks:
+        assert r["y"].dtype == torch.bfloat16 and r["grad"] is not None and torch.isfinite(r["grad"]).all()
+        assert torch.allclose(r["mean"].double(), mean, rtol=1e-6)
+        assert torch.allclose(r["var"].double(), var, rtol=1e-5)
+    y = torch.cat([r["y"] for r in ranks]).double()
+    n = x[:, 0].numel()
+    expected = (x - mean.view(1, 4, 1, 1)) / torch.sqrt(var.view(1, 4, 1, 1) * (n - 1) / n + 1e-5)
+    assert torch.allclose(y, expected, rtol=1 / 64, atol=1 / 64)
+    assert y.mean(dim=(0, 2, 3)).abs().max() < 1e-3 and (y.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-3

@@ -1,4 +1,5 @@
-"""Training: 2-process gloo DDP equals 1 process, pre-emption and resume, checkpoint reload."""
+"""Training: 2 gloo ranks equal 1 process (resnet_mini, efficientnet_mini), reproducible
+checkpoints, learning the planted ring, pre-emption and resume, checkpoint reload."""
 
 import json
 import signal
@@ -12,18 +13,32 @@ import pytest
 import torch
 
 from conftest import make_trainset
-from lensfinder.train import PREEMPTED_EXIT, load_checkpoint
+from lensfinder.models import ModelSpec
+from lensfinder.train import (DEFAULT_THREADS, PREEMPTED_EXIT, initial_model, load_checkpoint, roc_auc,
+                              threads_per_rank)
 
 MODEL = json.dumps({"preset": "resnet_mini", "input": {"crop": None}})
+# On 64-px cutouts (the preset's crop), dropout 0.1 before the head and drop-path 0.1 in the blocks.
+EFFICIENTNET = json.dumps({"preset": "efficientnet_mini", "params": {"drop_path_rate": 0.1}})
 
 
-def train_cmd(trainset, out, nproc=1, **train):
+def train_cmd(trainset, out, nproc=1, model=MODEL, **train):
     cfg = {"epochs": 2, "batch_size": 16, "lr": 0.003, "seed": 3, "num_threads": 1, **train}
-    args = ["--trainset", str(trainset), "--model", MODEL, "--train", json.dumps(cfg), "--out", str(out)]
+    args = ["--trainset", str(trainset), "--model", model, "--train", json.dumps(cfg), "--out", str(out)]
     if nproc == 1:
         return [sys.executable, "-m", "lensfinder.train", *args]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
             "-m", "lensfinder.train", *args]
+
+
+def launch_cmd(trainset, out, model, threads=1, **train):
+    """The train rule's command: the launcher, the job's thread count, no num_threads (one
+    thread: two OpenMP threads on two cores that other jobs share are ~9x slower). Small
+    batches: enough steps for the batch-norm running statistics (used at validation) to
+    follow the weights; with 4 steps an epoch EfficientNet's validation AUC swings 0.2-1."""
+    cfg = {"epochs": 5, "batch_size": 8, "lr": 0.0005, "seed": 5, **train}
+    return [sys.executable, "-m", "lensfinder.launch", "--nproc", "1", "--trainset", str(trainset),
+            "--model", model, "--train", json.dumps(cfg), "--out", str(out), "--threads", str(threads)]
 
 
 def run(cmd):
@@ -36,9 +51,37 @@ def weights(path):
     return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
+def initial_weights(model_json, seed):
+    return initial_model(ModelSpec.from_config(json.loads(model_json)), seed).state_dict()
+
+
+def assert_same_training(one, two, init, rtol, atol, buffer_rtol):
+    """Every tensor of two runs agrees, and they differ by far less than training moved them."""
+    assert one.keys() == two.keys() == init.keys()
+    diff = moved = 0.0
+    for k in one:
+        if not one[k].is_floating_point():
+            assert torch.equal(one[k], two[k]), k  # num_batches_tracked
+            continue
+        tol = dict(rtol=rtol, atol=atol) if "running_" not in k else dict(rtol=buffer_rtol, atol=atol)
+        assert torch.allclose(one[k], two[k], **tol), (k, float((one[k] - two[k]).abs().max()))
+        if "running_" not in k:
+            diff += float(((one[k] - two[k]) ** 2).sum())
+            moved += float(((one[k] - init[k]) ** 2).sum())
+    assert moved > 1e-4, "training did not move the weights"
+    assert diff**0.5 < 1e-3 * moved**0.5
+
+
 @pytest.fixture(scope="module")
 def trainset(tmp_path_factory):
     return make_trainset(tmp_path_factory.mktemp("trainset"))
+
+
+@pytest.fixture(scope="module")
+def trainset64(tmp_path_factory):
+    """64-px cutouts: at 32 px EfficientNet's last stage is 1 x 1 and its batch norms so
+    sensitive that float rounding doubles every step (1 vs 2 threads diverge as much)."""
+    return make_trainset(tmp_path_factory.mktemp("trainset64"), size=64)
 
 
 def test_two_gloo_ranks_train_like_one_with_the_same_global_batch(trainset, tmp_path):
@@ -46,13 +89,68 @@ def test_two_gloo_ranks_train_like_one_with_the_same_global_batch(trainset, tmp_
     that are zero in exact arithmetic (conv biases followed by batch norm) into lr-sized steps."""
     run(train_cmd(trainset, tmp_path / "one", optimizer="sgd", lr=0.05))
     run(train_cmd(trainset, tmp_path / "two", nproc=2, optimizer="sgd", lr=0.05))
-    a, b = weights(tmp_path / "one/last.pt"), weights(tmp_path / "two/last.pt")
-    assert a.keys() == b.keys()
-    for k in a:
-        if a[k].is_floating_point():
-            assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4), k
-    # and they moved away from the initial weights
-    assert any(not torch.allclose(a[k], b[k] * 0) for k in a if a[k].is_floating_point())
+    assert_same_training(weights(tmp_path / "one/last.pt"), weights(tmp_path / "two/last.pt"),
+                         initial_weights(MODEL, 3), rtol=1e-3, atol=1e-4, buffer_rtol=1e-3)
+
+
+def test_two_gloo_ranks_train_efficientnet_like_one_dropout_included(trainset64, tmp_path):
+    """timm's batch norms (BatchNormAct2d) span the ranks and the dropout / drop-path masks
+    are the global batch's: 2 ranks == 1 process with dropout active. Per-rank batch norm
+    or per-rank masks differ by more than training moves the weights (checked by hand)."""
+    cfg = dict(optimizer="sgd", lr=0.001)
+    run(train_cmd(trainset64, tmp_path / "one", model=EFFICIENTNET, **cfg))
+    run(train_cmd(trainset64, tmp_path / "two", nproc=2, model=EFFICIENTNET, **cfg))
+    one, two = torch.load(tmp_path / "one/last.pt", weights_only=False), torch.load(tmp_path / "two/last.pt",
+                                                                                     weights_only=False)
+    assert one["ranks"] == 1 and two["ranks"] == 2
+    assert_same_training(one["state_dict"], two["state_dict"], initial_weights(EFFICIENTNET, 3),
+                         rtol=1e-4, atol=1e-5, buffer_rtol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def ring_runs(trainset64, tmp_path_factory):
+    """Each model trained once, as the train rule runs it, on the planted-ring training set."""
+    out = tmp_path_factory.mktemp("ring")
+    runs = {}
+    for name, model in (("resnet_mini", json.dumps({"preset": "resnet_mini"})), ("efficientnet_mini", EFFICIENTNET)):
+        run(launch_cmd(trainset64, out / name, model))
+        runs[name] = (model, out / name)
+    return runs
+
+
+@pytest.mark.parametrize("name", ["resnet_mini", "efficientnet_mini"])
+def test_each_model_learns_the_planted_ring(ring_runs, trainset64, name):
+    _, out = ring_runs[name]
+    ck = torch.load(out / "best.pt", weights_only=False)
+    labels = pd.read_parquet(trainset64 / "labels.parquet")
+    y = labels[labels.SPLIT == "val"].LABEL.to_numpy()
+    assert 5 <= y.sum() < len(y) - 5
+    auc = roc_auc(y, ck["val_scores"])
+    assert auc > 0.9 and ck["best_auc"] > 0.9, (auc, ck["best_auc"])  # chance: 0.5
+
+
+@pytest.mark.parametrize("name", ["resnet_mini", "efficientnet_mini"])
+def test_the_same_command_in_a_fresh_process_gives_bit_identical_checkpoints(ring_runs, trainset64, tmp_path, name):
+    model, first = ring_runs[name]
+    run(launch_cmd(trainset64, tmp_path / "again", model))
+    a = torch.load(first / "best.pt", weights_only=False)
+    b = torch.load(tmp_path / "again/best.pt", weights_only=False)
+    assert a["threads_per_rank"] == b["threads_per_rank"] == 1  # --threads 1, one rank
+    assert a["train_config"]["deterministic"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert np.array_equal(a["val_scores"], b["val_scores"])
+    assert a["best_epoch"] == b["best_epoch"] and a["best_auc"] == b["best_auc"]
+    cols = ["epoch", "train_loss", "val_loss", "val_auc", "lr"]
+    assert pd.read_csv(first / "metrics.csv")[cols].equals(pd.read_csv(tmp_path / "again/metrics.csv")[cols])
+
+
+def test_thread_count_is_fixed_never_torchs_machine_dependent_default():
+    assert threads_per_rank(3, 8, 4) == 3  # num_threads (per rank) wins
+    assert threads_per_rank(None, 8, 4) == 2  # the job's --threads, split over the ranks
+    assert threads_per_rank(None, 1, 2) == 1
+    assert threads_per_rank(None, None, 4) == DEFAULT_THREADS == 1
 
 
 def test_preempted_run_resumes_to_the_same_final_weights(trainset, tmp_path):

@@ -1,6 +1,6 @@
 """``lensfinder-train``: run ``lensfinder.train`` in one process, or under torchrun with one
 process per visible GPU (``--nproc auto``). Arguments after the launcher's own go to
-``lensfinder.train``."""
+``lensfinder.train`` (or to ``module``: ``lensfinder.embed.launch`` runs the pretraining)."""
 
 from __future__ import annotations
 
@@ -14,19 +14,19 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def main(argv=None):
+def main(argv=None, module="lensfinder.train"):
     argv = list(sys.argv[1:] if argv is None else argv)
     nproc = "auto"
     if argv[:1] == ["--nproc"]:
         nproc, argv = argv[1], argv[2:]
     n = max(visible_gpus(), 1) if nproc == "auto" else int(nproc)
     if n == 1:
-        from .train import main as train_main
+        import importlib
 
-        return train_main(argv)
+        return importlib.import_module(module).main(argv)
     # torchrun of this interpreter (the one lensfinder is installed in)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-           "-m", "lensfinder.train", *argv]
+           "-m", module, *argv]
     print("launching:", " ".join(cmd), flush=True)
     os.execvp(cmd[0], cmd)
 

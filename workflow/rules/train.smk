@@ -29,4 +29,4 @@ rule train:
         "../../envs/lensfinder.yaml"
     shell:
         "python -m lensfinder.launch --nproc auto --trainset {params.trainset} --model {params.model:q}"
-        " --train {params.train:q} --out {params.out} > {log} 2>&1"
+        " --train {params.train:q} --out {params.out} --threads {threads} > {log} 2>&1"
