@@ -89,6 +89,16 @@ def read_truth(path, table: pd.DataFrame, match_radius_arcsec: float) -> pd.Data
     return lenses[~lenses.index.duplicated()]
 
 
+def training_lenses(labels_path) -> dict:
+    """The training set's lenses by SOURCE: catalogue (real) and injection (trainset.injections)."""
+    labels = pd.read_parquet(labels_path)
+    if "LABEL" not in labels:
+        return {}
+    lenses = labels[labels["LABEL"] == 1]
+    source = lenses["SOURCE"] if "SOURCE" in lenses else pd.Series("catalogue", index=lenses.index)
+    return {k: int(v) for k, v in source.value_counts().items()}
+
+
 def never_seen(table: pd.DataFrame, labels_path) -> np.ndarray:
     """Rows of ``table`` that are in neither split of the training set."""
     labels = pd.read_parquet(labels_path, columns=list(KEY))
@@ -164,6 +174,9 @@ def evaluate_run(score_paths: dict, objects_paths, meta_path, labels_path, rank_
         "scored_objects": int(len(table) + (~finite).sum()), "non_finite_scores": int((~finite).sum()),
         "never_seen_objects": int(unseen.sum()), "never_seen_lenses": int(y.sum()),
         "truth_lenses_scored": int(is_lens.sum()), "truth": str(cfg.truth),
+        # real and injected lenses apart: these figures are the truth list's real lenses; the training
+        # set's injected positives (SOURCE=injection) are measured by the selection function
+        "never_seen_lenses_are": "real (the truth list)", "training_lenses": training_lenses(labels_path),
         "sky_lens_fraction": cfg.sky_lens_fraction, "sample_lens_fraction": float(y.mean()),
         "recommendation_cut": {"objects_selected": n_cut, "mode": summary["selection"]}}}
     for name, col in columns.items():

@@ -68,6 +68,8 @@ class TrainsetConfig:
     service_url: str | None = None  # fetch positives lacking a local cutout
     service_layer: str = "ls-dr10"
     review_mosaic_max: int = 60
+    injections: int = 0  # injected positives added to the training split (lensfinder.inject); 0: off
+    injection: dict | None = None  # the config's injection section (priors, deflector cuts) when injections > 0
 
     @classmethod
     def from_dict(cls, d):
@@ -269,6 +271,10 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     cells = table["STRATUM"].astype(str) + "|" + table["LABEL"].astype(str)
     table["SPLIT"] = np.where(grouped_split(cells.to_numpy(), groups, cfg.validation_fraction, rng), "val", "train")
     split_groups = _split_group_summary(table, groups)
+    # 4b. SOURCE of every row; injected positives (trainset.injections) join the training split only
+    from .inject import add_training_injections
+
+    table = add_training_injections(table, fetched, object_paths, cutouts, cfg, catalog_specs, out_dir)
     table = table.sort_values(["SPLIT", "LABEL", "STRATUM", *KEY], ascending=[True, False, True, True, True, True])
     table = table.reset_index(drop=True)
     table["ROW"] = np.arange(len(table))
@@ -349,6 +355,7 @@ def _summary(table, strata_rows, exclusions, problems, systems, usable, matched,
     summary = {
         "lenses": int((table["LABEL"] == 1).sum()),
         "nonlenses": int((table["LABEL"] == 0).sum()),
+        "lenses_by_source": {k: int(v) for k, v in table.loc[table["LABEL"] == 1, "SOURCE"].value_counts().items()},
         "ratio_target": cfg.ratio,
         "split": {s: {"lenses": int(((table["SPLIT"] == s) & (table["LABEL"] == 1)).sum()),
                       "nonlenses": int(((table["SPLIT"] == s) & (table["LABEL"] == 0)).sum())} for s in ("train", "val")},
@@ -376,7 +383,7 @@ def _write_outputs(out_dir, table, images, exclusions, summary, review, cutouts,
 
     out_dir.mkdir(parents=True, exist_ok=True)
     cols = [*KEY, "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_Z", "SWEEP", "STRATUM", "LABEL", "SPLIT",
-            "SOURCE_CATALOG", "SYSTEM_NAME", "SCORE_PREVIOUS", "ROW"]
+            "SOURCE_CATALOG", "SYSTEM_NAME", "SCORE_PREVIOUS", "SOURCE", "INJECTION_ID", "ROW"]
     with atomic_path(out_dir / "cutouts.npy") as tmp:
         np.save(tmp, images)
     with atomic_path(out_dir / "labels.parquet") as tmp:

@@ -1,0 +1,14 @@
+from pathlib import Path
+
+from lensfinder.inject import InjectionConfig
+from lensfinder.selection_function import crosscheck
+from lensfinder.workflow import run_step
+
+i, p = snakemake.input, snakemake.params
+run_step(
+    snakemake,
+    lambda: crosscheck(
+        i.scored, i.metrics, p.theta_e_bins, Path(snakemake.output.table).parent,
+        mag_range=InjectionConfig.from_dict(p.injection).crosscheck_mag_range,
+    ),
+)

@@ -1,0 +1,14 @@
+from pathlib import Path
+
+from lensfinder.inject import InjectionConfig
+from lensfinder.selection_function import selection_function
+from lensfinder.workflow import run_step
+
+i, p = snakemake.input, snakemake.params
+run_step(
+    snakemake,
+    lambda: selection_function(
+        i.manifest, dict(zip(p.models, i.scores)), i.meta, i.rank_summary, InjectionConfig.from_dict(p.injection),
+        Path(snakemake.output.completeness).parent,
+    ),
+)
