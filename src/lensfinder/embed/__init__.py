@@ -1,0 +1,16 @@
+"""Self-supervised representations, similarity search and a linear probe (paper S22).
+
+* ``augment``: S22's augmentations, in S22's order, batched in torch;
+* ``encoders``: the encoders (ResNet-50, 2048-d, for GPUs; a small ResNet for CPUs),
+  each behind the input transform of ``lensfinder.models``;
+* ``moco``: MoCo v2 (momentum encoder, queue of negatives, InfoNCE);
+* ``pretrain``: the pretraining loop (images drawn uniformly in z magnitude, DDP,
+  pre-emption and checkpoints as ``lensfinder.train``);
+* ``represent``: fp16 representations of every cutout, keyed by (RELEASE, BRICKID, OBJID);
+* ``index``: Faiss indexes (exact, or compressed with its recall against exact search);
+* ``similar``: neighbours of a query, candidate tables from a query list, and the
+  ``lensfinder-similar`` command;
+* ``probe``: the linear probe (logistic regression on frozen representations);
+* ``summary``: enrichment of lenses among the neighbours of known lenses, the probe beside
+  the networks, and their figures.
+"""

@@ -1,0 +1,139 @@
+"""The linear probe: logistic regression on frozen representations (S22 section 3.3.3).
+
+Rule ``probe``. The encoder embeds the training set's cutouts (``cutouts.npy``, the very
+images the networks train on); a logistic regression (scikit-learn, L-BFGS, classes
+weighted inversely to their frequency, on standardised representations) is fit on the
+training split, its regularisation ``C`` chosen by ``cv``-fold cross-validated AUC within
+that split (or fixed), and it is checked on the validation split as the meta-learner is
+(AUC, recall and precision in the top N at ``sky_ratio`` nonlenses per lens). It then
+scores every sweep's representations.
+
+Its outputs have the networks' formats, so it can be offered to the meta-learner as one
+more base model: ``trainset_scores.parquet`` as ``lensfinder.infer.score_trainset`` writes
+(key, LABEL, SPLIT, ROW, logit, prob) and ``scores/<sweep>.parquet`` as
+``lensfinder.infer.infer_sweep`` (key, RA, DEC, logit float32, prob). Its ranking score is
+the logit (the decision function), never the probability.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from ..ensemble import evaluate
+from ..errors import LensfinderError, atomic_path
+from ..shards import KEY, sha256
+from ..train import load_trainset
+from .index import read_representations
+from .represent import embed_array
+
+
+@dataclass
+class ProbeConfig:
+    C: float | None = None  # inverse regularisation; None: chosen by cross-validation on the training split
+    Cs: list = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0])
+    cv: int = 5
+    max_iter: int = 5000
+    class_weight: str | None = "balanced"  # balanced | null (plain BCE, as S22)
+    top_n: list = field(default_factory=lambda: [10, 100])
+    sky_ratio: float = 10_000.0
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise LensfinderError(f"probe settings {sorted(unknown)} are unknown; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+def fit_probe(features, labels, cfg: ProbeConfig, seed: int = 0):
+    """StandardScaler + L-BFGS logistic regression; returns (pipeline, the C used)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = np.asarray(features, dtype=np.float64), np.asarray(labels).astype(int)
+    if len(np.unique(y)) < 2:
+        raise LensfinderError("the probe's training split needs lenses and nonlenses")
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(solver="lbfgs", class_weight=cfg.class_weight,
+                                                              max_iter=cfg.max_iter, C=cfg.C or 1.0))
+    if cfg.C is not None:
+        return pipe.fit(x, y), float(cfg.C)
+    folds = min(cfg.cv, int(np.bincount(y).min()))
+    if folds < 2:
+        raise LensfinderError(f"too few lenses ({int(y.sum())}) to choose the probe's C by cross-validation: set embed.probe.C")
+    search = GridSearchCV(pipe, {"logisticregression__C": list(cfg.Cs)}, scoring="roc_auc",
+                          cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    search.fit(x, y)
+    return search.best_estimator_, float(search.best_params_["logisticregression__C"])
+
+
+def probe_logit(model, features) -> np.ndarray:
+    """The probe's ranking score: its decision function (log-odds), float32."""
+    return model.decision_function(np.asarray(features, dtype=np.float64)).astype(np.float32)
+
+
+def run_probe(trainset_dir, encoder_path, representations, score_paths, cfg: ProbeConfig, out_dir,
+              threads=None) -> dict:
+    """Fit, validate, and score every sweep. ``representations``: (npy, parquet) per sweep;
+    ``score_paths``: the Parquet to write for each of them, in the same order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    out_dir = Path(out_dir)
+    if len(representations) != len(score_paths):
+        raise LensfinderError(f"{len(representations)} representation files but {len(score_paths)} score paths")
+    labels, images = load_trainset(trainset_dir)
+    reps = embed_array(images, encoder_path).astype(np.float32)[labels["ROW"].to_numpy()]
+    train, val = (labels["SPLIT"] == "train").to_numpy(), (labels["SPLIT"] == "val").to_numpy()
+    y = labels["LABEL"].to_numpy().astype(int)
+    if not val.any() or len(np.unique(y[val])) < 2:
+        raise LensfinderError(f"training set {trainset_dir} needs lenses and nonlenses in its validation split")
+    model, c = fit_probe(reps[train], y[train], cfg)
+    logits = probe_logit(model, reps)
+    table = evaluate(y[val], {"probe": logits[val].astype(np.float64)}, cfg.top_n, cfg.sky_ratio)
+    scores = labels[[*KEY, "LABEL", "SPLIT", "ROW"]].copy()
+    scores["logit"] = logits
+    scores["prob"] = expit(logits.astype(np.float64))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "trainset_scores.parquet") as tmp:
+        scores.to_parquet(tmp, index=False)
+    encoder_sha = sha256(encoder_path)
+    with atomic_path(out_dir / "probe.pkl") as tmp:
+        with open(tmp, "wb") as fh:
+            pickle.dump({"model": model, "C": c, "encoder": str(encoder_path), "encoder_sha256": encoder_sha}, fh)
+    rows = 0
+    for (npy, idx), out in zip(representations, score_paths):
+        vectors, index = read_representations(npy, idx)
+        s = probe_logit(model, np.asarray(vectors, dtype=np.float32)) if len(index) else np.zeros(0, np.float32)
+        frame = pa.table({**{k: index[k].astype(np.int64).to_numpy() for k in KEY}, "RA": index["RA"].to_numpy(),
+                          "DEC": index["DEC"].to_numpy(), "logit": s, "prob": expit(s.astype(np.float64))})
+        meta = {b"lensfinder.probe": str(out_dir / "probe.pkl").encode(), b"lensfinder.encoder_sha256": encoder_sha.encode()}
+        with atomic_path(out) as tmp:
+            pq.write_table(frame.replace_schema_metadata(meta), tmp)
+        rows += len(index)
+    info = {"C": c, "C_chosen_by": "fixed" if cfg.C is not None else f"{cfg.cv}-fold cross-validated AUC on the training split",
+            "config": asdict(cfg), "dim": int(reps.shape[1]), "n_train": int(train.sum()), "n_val": int(val.sum()),
+            "train_lenses": int(y[train].sum()), "val_lenses": int(y[val].sum()),
+            "encoder": {"path": str(encoder_path), "sha256": encoder_sha},
+            "validation": table.to_dict(orient="records")[0], "scored_objects": rows}
+    with atomic_path(out_dir / "probe.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=1))
+    return info
+
+
+def probe_scores_table(score_paths) -> pd.DataFrame:
+    """Every sweep's probe scores in one frame (key, RA, DEC, logit)."""
+    frames = [pd.read_parquet(p, columns=[*KEY, "RA", "DEC", "logit"]) for p in score_paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY, "RA", "DEC", "logit"])
