@@ -19,8 +19,10 @@ include: "workflow/rules/trainset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/inject.smk"
 include: "workflow/rules/accounting.smk"
 include: "workflow/rules/inspection.smk"
+include: "workflow/rules/embed.smk"
 
 
 rule all:

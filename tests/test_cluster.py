@@ -98,7 +98,10 @@ def test_replacing_one_sweep_reruns_only_its_jobs_and_the_ranking(finished):
         rows["FLUX_Z"] *= 1.5
         f[1].write(rows, firstrow=0)
     out = run_snakemake(finished, "-n").stdout
-    assert _job_counts(out) == {"select": 1, "cutouts": 1, "infer": 2, "selection_counts": 1, "rank": 1}
+    assert _job_counts(out) == {"select": 1, "cutouts": 1, "infer": 2, "selection_counts": 1, "rank": 1,
+                                # S22: the sweep's representations, the index and what reads it (not the encoder)
+                                "embed": 1, "similarity_index": 1, "similar_candidates": 1, "probe": 1,
+                                "embed_summary": 1}
     assert "sweep-145p000-150p005" not in out.split("Job stats:")[0]
 
 
@@ -107,7 +110,8 @@ def test_replacing_a_lens_catalogue_reruns_the_training_set_and_after_not_the_cu
     lines = catalogue.read_text().splitlines()
     catalogue.write_text("\n".join(lines[:-1]) + "\n")  # a system withdrawn
     counts = _job_counts(run_snakemake(finished, "-n").stdout)
-    assert counts == {"trainset": 1, "train": 2, "trainset_scores": 2, "ensemble": 1, "infer": 4, "rank": 1}
+    assert counts == {"trainset": 1, "train": 2, "trainset_scores": 2, "ensemble": 1, "infer": 4, "rank": 1,
+                      "probe": 1, "similar_candidates": 1, "embed_summary": 1}  # S22: not the encoder or the index
     # --until: the training set alone
     assert _job_counts(run_snakemake(finished, "-n", "--until", "trainset").stdout) == {"trainset": 1}
 
@@ -130,11 +134,13 @@ def test_report_holds_the_figures_in_a_real_browser(finished, tmp_path):
          "--virtual-time-budget=10000", "--dump-dom", report.as_uri()],
         capture_output=True, text=True, timeout=180).stdout
     # rendered by the report's scripts: the result categories in the menu, the run statistics entry
-    for text in ("1. Selection", "2. Training set", "3. Training", "4. Ensemble", "5. Recommendations", "Statistics"):
+    for text in ("1. Selection", "2. Training set", "3. Training", "4. Ensemble", "5. Recommendations",
+                 "8. Self-supervised (S22)", "Statistics"):
         assert f">{text}<" in dom, text
     html = report.read_text(errors="replace")
     for name in ("selection_counts.csv", "summary.png", "curves.png", "roc_pr.png", "comparison.png",
-                 "evaluation.csv", "recommendations.csv", "summary.json", "mosaic.png"):
+                 "evaluation.csv", "recommendations.csv", "summary.json", "mosaic.png", "enrichment.png",
+                 "neighbours.png", "probe_vs_networks.csv"):
         assert name in html, name
     # the rule graph renders with graphviz
     dot = run_snakemake(finished, "--rulegraph").stdout

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RankConfig:
-    select: str = "top_n"  # threshold | top_fraction | top_n
-    value: float = 50
+    select: str = "top_fraction"  # threshold | top_fraction | top_n
+    value: float = 1e-4  # paper IV: the top 0.01 percentile
     known_radius_arcsec: float = 3.0
     merge_radius_arcsec: float = 5.0
     mosaic_top: int = 48

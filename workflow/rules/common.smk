@@ -79,4 +79,22 @@ def final_targets():
         f"{RESULTS}/recommendations/recommendations.parquet",
         f"{RESULTS}/accounting.csv",
         *([f"{RESULTS}/evaluation/metrics.json"] if config["evaluation"].get("truth") else []),
+        *embed_targets(),  # workflow/rules/embed.smk (S22)
+        f"{RESULTS}/selection_function/completeness.csv",
+        *([f"{RESULTS}/selection_function/crosscheck.csv"] if config["evaluation"].get("truth") else []),
+    ]
+
+
+def embed_targets():
+    """The S22 outputs of `rule all` (workflow/rules/embed.smk); none with embed.enabled false."""
+    if not config["embed"]["enabled"]:
+        return []
+    embed = f"{RESULTS}/embed"
+    return [
+        f"{embed}/encoder/encoder.pt",
+        *expand(f"{embed}/representations/{{sweep}}.npy", sweep=SWEEPS),
+        f"{embed}/index/index.json",
+        f"{embed}/candidates.parquet",
+        f"{embed}/probe/probe.json",
+        *([f"{embed}/summary.json"] if config["evaluation"].get("truth") else []),
     ]

@@ -26,7 +26,9 @@ rule trainset:
     params:
         catalogs=config["lens_catalogs"],
         catalog_versions=catalog_versions(config["lens_catalogs"]),
-        trainset=config["trainset"],
+        # the injection section only when trainset.injections adds injected positives (no re-run otherwise)
+        trainset={**config["trainset"], **({"injection": config.get("injection") or {}}
+                                          if config["trainset"].get("injections") else {})},
     resources:
         mem_mb=16000,
         runtime=120,

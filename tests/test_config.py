@@ -1,0 +1,55 @@
+"""The configuration schema: every shipped config validates, sections have defaults, and
+impossible values fail at start naming the key."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from conftest import REPO
+
+SCHEMA = str(REPO / "config/schema/config.schema.yaml")
+CONFIGS = sorted((REPO / "config").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path):
+    cfg = yaml.safe_load(path.read_text())
+    validate(cfg, SCHEMA)
+    assert cfg["cutouts"]["size"] % 2 == 1
+
+
+def test_sections_left_out_get_their_defaults():
+    minimal = {k: v for k, v in yaml.safe_load((REPO / "config/config.yaml").read_text()).items()
+               if k in ("run", "survey", "lens_catalogs", "models")}
+    validate(minimal, SCHEMA)
+    assert minimal["cutouts"] == {"size": 101, "recentre": False, "max_missing": 0.5, "shard_rows": 20000,
+                                  "max_failed_fraction": 0.5}
+    assert minimal["selection"]["zmag_max"] == 20.0 and minimal["selection"]["min_nobs"] == 3
+    assert minimal["trainset"]["ratio"] == 100 and minimal["trainset"]["validation_fraction"] == 0.3
+    assert minimal["rank"] == {"select": "top_fraction", "value": 0.0001, "known_radius_arcsec": 3.0,
+                               "merge_radius_arcsec": 5.0, "mosaic_top": 48}
+    assert minimal["evaluation"]["sky_lens_fraction"] == 0.0001
+    # an empty section is filled the same way
+    cfg = {**minimal, "cutouts": {}}
+    validate(cfg, SCHEMA)
+    assert cfg["cutouts"]["size"] == 101
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("cutouts", "size", 100, "should not be valid under {'multipleOf': 2}"),
+    ("trainset", "ratio", -1, "less than or equal to the minimum of 0"),
+    ("trainset", "validation_fraction", 1.0, "greater than or equal to the maximum of 1"),
+    ("rank", "value", 2.5, "is not of type 'integer'"),  # top_n needs a count
+    ("evaluation", "sky_lens_fraction", 0, "less than or equal to the minimum of 0"),
+    ("selection", "types", ["SER", "ELLIPSE"], "'ELLIPSE' is not one of"),
+])
+def test_impossible_values_fail_naming_the_key(section, key, value, message):
+    cfg = copy.deepcopy(yaml.safe_load((REPO / "config/config.yaml").read_text()))
+    cfg[section][key] = value
+    with pytest.raises(Exception) as err:
+        validate(cfg, SCHEMA)
+    text = str(err.value)
+    assert message in text and f"['{section}']['{key}']" in text
