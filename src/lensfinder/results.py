@@ -84,11 +84,33 @@ def results_table(run_dir) -> str:
         if recd:
             rows.append(("never-seen lenses among the recommendations",
                          f"{recd['never_seen_lenses_recommended']} of {recd['recommended']} recommendations"))
+    rows += _selfsupervised_rows(d)
     rows.append(("recommendations", f"{rec['selected']} selected of {rec['scored_objects']:,} scored; "
                  f"{rec['known_systems_removed']} known systems removed, {rec['merged_duplicates']} merged; "
                  f"{rec['recommendations']} recommended"))
     lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines)
+
+
+def _selfsupervised_rows(d: Path) -> list:
+    """S22's figures where the run has them: lens enrichment among the neighbours of the
+    catalogued lenses, and the linear probe's never-seen AUC."""
+    rows = []
+    enrichment, probe = d / "embed/enrichment.csv", d / "embed/probe_vs_networks.csv"
+    if enrichment.exists():
+        e = pd.read_csv(enrichment).set_index("k")
+        rows.append(("S22: lenses among the k nearest neighbours of the catalogued lenses (queries excluded)",
+                     "; ".join(f"k={k}: {100 * r.fraction:.1f} % [{100 * r.fraction_lo:.1f}, {100 * r.fraction_hi:.1f}], "
+                               f"{r.enrichment:.1f}x the base rate {100 * r.base_rate:.1f} %"
+                               for k, r in e.loc[[k for k in (1, 10, 100) if k in e.index]].iterrows())))
+    if probe.exists():
+        p = pd.read_csv(probe).set_index("scorer")
+        name = next((n for n in p.index if n.startswith("probe")), None)
+        if name is not None:
+            r = p.loc[name]
+            rows.append(("S22: linear probe on frozen representations, never-seen AUC [95 %]",
+                         _ci(r.auc, [r.auc_lo, r.auc_hi])))
+    return rows
 
 
 def main(argv=None):
