@@ -405,8 +405,8 @@ def test_rules_write_the_selection_function_on_the_tiny_workflow(tmp_path):
     cfg["injection"]["grid"]["n_per_bin"] = 4
     work = make_workdir(tmp_path, cfg)
     results = work / "results" / cfg["run"]
-    run_snakemake(work, str(results / "selection_function/completeness.csv"),
-                  str(results / "selection_function/crosscheck.csv"))
+    target = f"results/{cfg['run']}/selection_function"  # targets relative to the workflow directory
+    run_snakemake(work, f"{target}/completeness.csv", f"{target}/crosscheck.csv")
     shards = ShardSet(results / "injections/manifest.json")
     g = cfg["injection"]["grid"]
     n_cells = (len(g["theta_e_bins"]) - 1) * (len(g["source_mag_bins"]) - 1)

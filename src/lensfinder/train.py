@@ -218,9 +218,9 @@ class Trainer:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         self.cuda = torch.cuda.is_available()
         self.device = torch.device(f"cuda:{local}" if self.cuda else "cpu")
+        make_deterministic(cfg.deterministic, self.cuda)  # before any CUDA work
         if self.cuda:
             torch.cuda.set_device(self.device)
-        make_deterministic(cfg.deterministic, self.cuda)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.cuda else "gloo")
         self.threads = threads_per_rank(cfg.num_threads, threads, self.world)

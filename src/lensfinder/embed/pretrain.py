@@ -167,6 +167,8 @@ def draw_sample(manifests, objects_paths, size: int | None, bin_width: float, re
     frames = []
     for s, shard_set in enumerate(shards.sets):
         index = shard_set.index
+        if len(index) == 0:  # a sweep with nothing selected, or whose cutouts all failed
+            continue
         missing = [c for c in (*KEY, "MAG_Z", "REGION") if c not in index.columns]
         if missing:
             raise LensfinderError(f"shard index of {shard_set.manifest_path} lacks {missing}: re-run its cutouts job")

@@ -149,12 +149,19 @@ def _plt():
     return plt
 
 
+def _bars(value, lo, hi):
+    """Error bar lengths below and above ``value``: never negative, NaN where undefined."""
+    value, lo, hi = (np.asarray(a, dtype=float) for a in (value, lo, hi))
+    return [np.clip(value - lo, 0, None), np.clip(hi - value, 0, None)]
+
+
 def plot_enrichment(enrich: pd.DataFrame, path):
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     k = enrich["k"].to_numpy()
     f = enrich["fraction"].to_numpy()
-    axes[0].errorbar(k, f, yerr=[f - enrich["fraction_lo"], enrich["fraction_hi"] - f], fmt="o-", capsize=3,
+    # interval ends may sit a rounding error inside the value (e.g. a fraction of 0)
+    axes[0].errorbar(k, f, yerr=_bars(f, enrich["fraction_lo"], enrich["fraction_hi"]), fmt="o-", capsize=3,
                      label="lenses among the neighbours (Wilson 95%)")
     axes[0].axhline(enrich["base_rate"].iloc[0], color="0.4", ls="--", label="base rate (all other objects)")
     axes[0].set_xscale("log")
@@ -164,7 +171,8 @@ def plot_enrichment(enrich: pd.DataFrame, path):
     axes[0].legend(fontsize=8)
     axes[0].set_title(f"{int(enrich['queries'].iloc[0])} catalogued lenses as queries (excluded from the lists)", fontsize=9)
     e = enrich["enrichment"].to_numpy()
-    axes[1].errorbar(k, e, yerr=[e - enrich["enrichment_lo"], enrich["enrichment_hi"] - e], fmt="o-", color="C1", capsize=3)
+    axes[1].errorbar(k, e, yerr=_bars(e, enrich["enrichment_lo"], enrich["enrichment_hi"]), fmt="o-", color="C1",
+                     capsize=3)
     axes[1].axhline(1, color="0.4", ls="--")
     axes[1].set_xscale("log")
     axes[1].set_xlabel("k nearest neighbours per query")
