@@ -162,7 +162,11 @@ class ShardSet:
             frames.append(index)
         # a sweep with nothing selected, or whose cutouts all failed, is a valid empty set
         empty = pd.DataFrame({**{k: pd.Series(dtype="int64") for k in KEY},
-                              "RA": pd.Series(dtype="float64"), "DEC": pd.Series(dtype="float64")})
+                              **{c: pd.Series(dtype="float64") for c in ("RA", "DEC", "MAG_Z", "CENTER_DX", "CENTER_DY",
+                                                                          "FRAC_MISSING_G", "FRAC_MISSING_R",
+                                                                          "FRAC_MISSING_Z")},
+                              **{c: pd.Series(dtype="object") for c in ("BRICKNAME", "TYPE", "REGION", "ZEXP_BIN")},
+                              "FLAGS": pd.Series(dtype="int64")})
         self.index = pd.concat(frames, ignore_index=True) if frames else empty
         self._offsets = np.cumsum([0] + [len(a) for a in self.arrays])
         keys = list(zip(*(self.index[c].astype("int64").tolist() for c in KEY)))
