@@ -58,6 +58,8 @@ def enrichment(index: SimilarityIndex, query_rows, is_lens: np.ndarray, ks) -> p
         hits, n = int(is_lens[chosen].sum()), len(chosen)
         lo, hi = wilson_interval(hits, n)
         frac = hits / n if n else float("nan")
+        if n:  # the interval's ends can sit a rounding error inside the fraction (0 or 1)
+            lo, hi = min(lo, frac), max(hi, frac)
         pooled = lists[lists["RANK"] <= k]
         rows.append({"k": int(k), "queries": int(len(query_rows)), "neighbours": n, "lenses": hits,
                      "fraction": frac, "fraction_lo": lo, "fraction_hi": hi,
@@ -192,12 +194,12 @@ def plot_comparison(compare: pd.DataFrame, path):
     for ax, col, label in ((axes[0], "auc", "ROC AUC, never-seen objects"),
                            (axes[1], "recall_at_cut", "recall at the recommendation cut")):
         v = compare[col].to_numpy()
-        ax.errorbar(v, y, xerr=[v - compare[f"{col}_lo"], compare[f"{col}_hi"] - v], fmt="none", ecolor="0.3", capsize=3)
+        ax.errorbar(v, y, xerr=_bars(v, compare[f"{col}_lo"], compare[f"{col}_hi"]), fmt="none", ecolor="0.3", capsize=3)
         ax.scatter(v, y, c=colours, zorder=3)
         ax.set_yticks(y, compare["scorer"])
         ax.set_xlabel(f"{label} (95%)")
         ax.invert_yaxis()
-    axes[0].set_xlim(min(0.5, float(compare["auc_lo"].min()) - 0.02), 1.0)
+    axes[0].set_xlim(min(0.5, float(np.nan_to_num(compare["auc_lo"].min(), nan=0.5)) - 0.02), 1.0)
     axes[1].set_xlim(0, 1)
     fig.suptitle("linear probe on frozen self-supervised representations beside the networks", fontsize=9)
     fig.tight_layout()
