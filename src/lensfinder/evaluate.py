@@ -99,6 +99,16 @@ def training_lenses(labels_path) -> dict:
     return {k: int(v) for k, v in source.value_counts().items()}
 
 
+def truth_arrays(table: pd.DataFrame, cfg: "EvaluationConfig"):
+    """(is_lens, theta_e in arcsec or NaN) for every row of ``table`` (index 0..n-1)."""
+    lenses = read_truth(cfg.truth, table, cfg.match_radius_arcsec)
+    is_lens = np.zeros(len(table), bool)
+    is_lens[lenses.index] = True
+    theta = np.full(len(table), np.nan)
+    theta[lenses.index] = lenses["THETA_E"].to_numpy()
+    return is_lens, theta
+
+
 def never_seen(table: pd.DataFrame, labels_path) -> np.ndarray:
     """Rows of ``table`` that are in neither split of the training set."""
     labels = pd.read_parquet(labels_path, columns=list(KEY))
@@ -160,11 +170,7 @@ def evaluate_run(score_paths: dict, objects_paths, meta_path, labels_path, rank_
     summary = json.loads(Path(rank_summary_path).read_text())
     n_cut = int(summary["selected"])
     table = table[finite].reset_index(drop=True)
-    lenses = read_truth(cfg.truth, table, cfg.match_radius_arcsec)
-    is_lens = np.zeros(len(table), bool)
-    is_lens[lenses.index] = True
-    theta = np.full(len(table), np.nan)
-    theta[lenses.index] = lenses["THETA_E"].to_numpy()
+    is_lens, theta = truth_arrays(table, cfg)
     unseen = never_seen(table, labels_path)
     y, types = is_lens[unseen], table["TYPE"].astype(str).str.strip().to_numpy()[unseen]
     if not y.any():

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LensfinderError, atomic_path
-from ..evaluate import EvaluationConfig, evaluate_scorer, never_seen, read_truth
+from ..evaluate import EvaluationConfig, evaluate_scorer, never_seen, read_truth, truth_arrays
 from ..metrics import wilson_interval
 from ..shards import KEY, ShardCollection, read_keyed
 from .index import SimilarityIndex
@@ -77,11 +77,7 @@ def evaluate_probe(score_paths, objects_paths, labels_path, rank_summary_path, c
     objects = pd.concat([read_keyed(p, ["TYPE"]) for p in objects_paths], ignore_index=True)
     table = table.merge(objects[[*KEY, "TYPE"]], on=list(KEY), how="left", validate="one_to_one")
     table = table[np.isfinite(table["logit"].to_numpy(np.float64))].reset_index(drop=True)
-    lenses = read_truth(cfg.truth, table, cfg.match_radius_arcsec)
-    is_lens = np.zeros(len(table), bool)
-    is_lens[lenses.index] = True
-    theta = np.full(len(table), np.nan)
-    theta[lenses.index] = lenses["THETA_E"].to_numpy()
+    is_lens, theta = truth_arrays(table, cfg)
     unseen = never_seen(table, labels_path)
     y = is_lens[unseen]
     if not y.any():
