@@ -23,14 +23,19 @@ FINAL_TABLES = ["recommendations/recommendations.csv", "accounting.csv", "evalua
                 "ensemble/evaluation.csv", "scores/resnet/sweep-150p000-155p005.parquet"]
 
 
-def _job_process(work: Path, marker: str, timeout=600):
+def _job_process(work: Path, marker: str, snake: subprocess.Popen, timeout=600):
     """The first process running in ``work`` whose command line contains ``marker``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if snake.poll() is not None:  # Snakemake ended before the job showed: say why
+            raise AssertionError(f"Snakemake exited ({snake.returncode}) before a job matching {marker!r} ran:\n"
+                                 f"{snake.stdout.read()[-3000:]}")
         for p in psutil.process_iter(["cmdline", "cwd"]):
             try:
                 cmd = " ".join(p.info["cmdline"] or [])
-                if marker in cmd and p.info["cwd"] == str(work) and "snakemake" not in cmd:
+                # the job itself: not Snakemake (its scripts live under .snakemake/) nor a shell
+                is_job = marker in cmd and "-m snakemake" not in cmd and not cmd.startswith(("/usr/bin/bash", "bash"))
+                if is_job and p.info["cwd"] == str(work):
                     return p
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
@@ -42,7 +47,7 @@ def _run_and_kill(work: Path, marker: str, rng: random.Random):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     snake = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--rerun-incomplete"], cwd=work,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    job = _job_process(work, marker)
+    job = _job_process(work, marker, snake)
     time.sleep(rng.uniform(0.0, 1.5))  # a random moment of the job's life
     try:
         job.send_signal(signal.SIGKILL)

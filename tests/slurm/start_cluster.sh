@@ -64,8 +64,15 @@ cat > "$conf/gres.conf" <<CONF
 NodeName=$host Name=gpu File=/dev/fakegpu[0-3]
 CONF
 
-pgrep -x slurmctld >/dev/null || slurmctld
-pgrep -x slurmd >/dev/null || slurmd
+# A test cluster keeps nothing worth recovering: daemons left from an earlier session (their
+# node busy with that session's jobs) are stopped, and slurmctld starts clean (-c), since
+# jobs recovered from its state directory would hold the node ALLOCATED for ever.
+pkill -x slurmctld 2>/dev/null || true
+pkill -x slurmd 2>/dev/null || true
+for _ in $(seq 20); do { pgrep -x slurmctld || pgrep -x slurmd; } >/dev/null || break; sleep 0.5; done
+rm -rf /var/spool/slurmctld/* /var/spool/slurmd/*
+slurmctld -c
+slurmd -c
 for _ in $(seq 60); do
     if sinfo -h -o %T 2>/dev/null | grep -q idle; then
         sinfo
@@ -75,5 +82,5 @@ for _ in $(seq 60); do
     sleep 1
 done
 echo "start_cluster: the node did not become idle; see /var/log/slurm/*.log" >&2
-tail -20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
+tail -n 20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
 exit 1
