@@ -197,3 +197,67 @@ def test_best_checkpoint_reloads_and_reproduces_its_validation_scores(trainset, 
     assert len(ck["trainset_fingerprint"]) == 64
     for name in ("curves.png", "roc_pr.png", "last.pt"):
         assert (tmp_path / "m" / name).exists()
+
+
+def test_preemption_under_torchrun_reaches_every_rank_and_resumes_to_the_same_weights(trainset, tmp_path):
+    """SIGTERM to the launcher of 2 gloo ranks: both ranks stop at the same step, rank 0
+    writes resume.pt once, the launcher exits 75; the re-run ends with the weights of an
+    uninterrupted 2-rank run."""
+    cfg = dict(epochs=6, optimizer="sgd", lr=0.05)
+
+    def launcher(out):
+        return [sys.executable, "-m", "lensfinder.launch", "--nproc", "2", "--trainset", str(trainset), "--model", MODEL,
+                "--train", json.dumps({"batch_size": 16, "seed": 3, "num_threads": 1, **cfg}), "--out", str(out)]
+
+    run(launcher(tmp_path / "straight"))
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(launcher(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "resume.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # to the launcher only, as SLURM signals the job's first process
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == PREEMPTED_EXIT, err[-3000:]
+    assert err.count("pre-empted at epoch") == 1, err[-3000:]  # one rank-0 save, not one per rank
+    state = torch.load(out / "resume.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] < cfg["epochs"] and not (out / "last.pt").exists()
+    (out / "best.pt").unlink(missing_ok=True)  # Snakemake deletes a job's outputs before re-running it
+    resumed = run(launcher(out))
+    assert "resumed from" in resumed.stderr
+    a, b = weights(tmp_path / "straight/last.pt"), weights(out / "last.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_a_split_without_lenses_is_an_error_naming_the_split_and_strata(tmp_path):
+    path = make_trainset(tmp_path / "ts")
+    labels = pd.read_parquet(path / "labels.parquet")
+    labels["STRATUM"] = np.where(labels.OBJID % 2, "PSF|south|1", "SER|south|1")
+    labels.loc[(labels.SPLIT == "val") & (labels.LABEL == 1), "SPLIT"] = "train"  # no lens left in val
+    labels.to_parquet(path / "labels.parquet")
+    proc = subprocess.run(train_cmd(path, tmp_path / "out"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    n_val = int((labels.SPLIT == "val").sum())
+    assert f"the val split has no lenses (0 lenses, {n_val} nonlenses)" in proc.stderr
+    ser = labels[labels.STRATUM == "SER|south|1"]
+    tr_pos = int(((ser.SPLIT == "train") & (ser.LABEL == 1)).sum())
+    tr_neg = int(((ser.SPLIT == "train") & (ser.LABEL == 0)).sum())
+    val_neg = int(((ser.SPLIT == "val") & (ser.LABEL == 0)).sum())
+    assert f"SER|south|1 (train {tr_pos}/{tr_neg}, val 0/{val_neg})" in proc.stderr
+    assert str(path / "labels.parquet") in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out/best.pt").exists()
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_the_object(tmp_path):
+    path = make_trainset(tmp_path / "ts")
+    labels = pd.read_parquet(path / "labels.parquet")
+    images = np.load(path / "cutouts.npy")
+    bad = labels[labels.SPLIT == "train"].iloc[5]
+    images[bad.ROW, 1, 10:14, 10:14] = np.nan  # a NaN block in r
+    np.save(path / "cutouts.npy", images)
+    proc = subprocess.run(train_cmd(path, tmp_path / "out"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    msg = proc.stderr
+    assert "non-finite training loss" in msg and "at epoch 0 step " in msg
+    assert f"the objects with NaN or inf pixels (1): ({bad.RELEASE}, {bad.BRICKID}, {bad.OBJID})" in msg
+    assert not (tmp_path / "out/best.pt").exists()

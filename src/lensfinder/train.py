@@ -62,11 +62,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .errors import LensfinderError, atomic_path
+from .launch import PREEMPTED_EXIT
 from .models import ModelSpec, count_parameters, global_batch_masks
 from .shards import sha256
 
 log = logging.getLogger("lensfinder.train")
-PREEMPTED_EXIT = 75  # EX_TEMPFAIL: run the same command again to resume
 DEFAULT_THREADS = 1  # intra-op threads per rank when neither num_threads nor --threads is given
 
 
@@ -201,6 +201,30 @@ class Preemption:
         return bool(flag.item() > 0)
 
 
+def check_splits(labels: pd.DataFrame, trainset_dir) -> None:
+    """Both splits must hold lenses and nonlenses: without them the validation AUC, and so
+    the best epoch, are undefined. The error names the split and the strata to look at."""
+    problems = []
+    for split in ("train", "val"):
+        part = labels[labels["SPLIT"] == split]
+        n_pos = int((part["LABEL"] == 1).sum())
+        if n_pos == 0 or n_pos == len(part):
+            missing = "lenses" if n_pos == 0 else "nonlenses"
+            problems.append(f"the {split} split has no {missing} ({n_pos} lenses, {len(part) - n_pos} nonlenses)")
+    if not problems:
+        return
+    by = ""
+    if "STRATUM" in labels:
+        cells = labels.groupby(["STRATUM", "SPLIT", "LABEL"]).size()
+        by = "; lenses/nonlenses by stratum: " + ", ".join(
+            f"{stratum} (" + ", ".join(f"{split} {cells.get((stratum, split, 1), 0)}/{cells.get((stratum, split, 0), 0)}"
+                                       for split in ("train", "val")) + ")"
+            for stratum in sorted(labels["STRATUM"].unique()))
+    raise LensfinderError(
+        f"training set {Path(trainset_dir) / 'labels.parquet'}: {'; '.join(problems)}{by}. Give it more known "
+        "lenses (lens_catalogs, their grades) or change trainset.validation_fraction, then re-run the trainset rule")
+
+
 def roc_auc(labels, scores) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -230,10 +254,10 @@ class Trainer:
             raise LensfinderError(f"batch_size {cfg.batch_size} is not divisible by the {self.world} ranks")
         labels, images = load_trainset(trainset_dir)
         self.fingerprint = trainset_fingerprint(trainset_dir)
+        check_splits(labels, trainset_dir)
         train = labels[labels["SPLIT"] == "train"]
         val = labels[labels["SPLIT"] == "val"]
-        if train.empty or val.empty or train["LABEL"].nunique() < 2:
-            raise LensfinderError(f"training set {trainset_dir} needs lenses and nonlenses in both splits")
+        self.train_keys = train[["RELEASE", "BRICKID", "OBJID"]].to_numpy()
         # fp16 stays fp16 in memory (GPU-resident when there is a GPU); fp32 per batch.
         self.x_train = torch.from_numpy(np.asarray(images[train["ROW"].to_numpy()])).to(self.device)
         self.y_train = torch.tensor(train["LABEL"].to_numpy(), dtype=torch.float32, device=self.device)
@@ -353,10 +377,37 @@ class Trainer:
             logits = self.net(x)
         pw = torch.tensor(self.pos_weight, device=self.device) if self.pos_weight else None
         loss = F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pw)
+        self._stop_if_not_finite(loss, x, logits, y, pw, idx[rows], epoch, step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         return float(loss.detach())
+
+    def _stop_if_not_finite(self, loss, x, logits, y, pw, rows, epoch, step):
+        """A NaN or inf loss would poison every weight from here on: stop, naming the step and
+        the objects to blame: those with non-finite pixels (batch norm spreads one NaN image
+        to the whole batch), else those whose own loss is not finite, else the batch. Every
+        rank learns of it (one all-reduce), so none is left waiting for the others' gradients."""
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if self.world > 1:
+            dist.all_reduce(bad)
+        if not bad.item():
+            return
+        keys = self.train_keys[rows.cpu().numpy()]
+        with torch.no_grad():
+            per = F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pw, reduction="none")
+        for mask, what in ((~torch.isfinite(x).flatten(1).all(1), "the objects with NaN or inf pixels"),
+                           (~torch.isfinite(per), "the objects with a non-finite loss"),
+                           (torch.ones(len(keys), dtype=torch.bool), "the batch")):
+            mask = mask.cpu().numpy()
+            if mask.any():
+                named = keys[mask]
+                break
+        listed = ", ".join(f"({r}, {b}, {o})" for r, b, o in named[:10].tolist())
+        raise LensfinderError(
+            f"non-finite training loss ({float(loss):.4g}) at epoch {epoch} step {step} on rank {self.rank}; "
+            f"(RELEASE, BRICKID, OBJID) of {what} ({len(named)}): {listed}. Check their cutouts in the training "
+            "set, or lower train.lr if the loss diverged")
 
     @torch.no_grad()
     def predict(self, x):
@@ -391,7 +442,9 @@ class Trainer:
                 self.step = step + 1
                 if self.preempt.any_rank(self.device):
                     self._save("resume.pt", self._checkpoint(full=True))
-                    log.warning("pre-empted at epoch %d step %d: saved resume.pt; run again to resume", self.epoch, self.step)
+                    if self.rank == 0:
+                        log.warning("pre-empted at epoch %d step %d: saved resume.pt; run again to resume",
+                                    self.epoch, self.step)
                     self.close()
                     sys.exit(PREEMPTED_EXIT)
             seconds = time.time() - t0

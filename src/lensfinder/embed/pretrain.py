@@ -371,7 +371,9 @@ class Pretrainer:
                 self.step = step + 1
                 if self.preempt.any_rank(self.device):
                     self._save("resume.pt", self._resume_state())
-                    log.warning("pre-empted at epoch %d step %d: saved resume.pt; run again to resume", self.epoch, self.step)
+                    if self.rank == 0:
+                        log.warning("pre-empted at epoch %d step %d: saved resume.pt; run again to resume",
+                                    self.epoch, self.step)
                     self.close()
                     sys.exit(PREEMPTED_EXIT)
             seconds = time.time() - t0
