@@ -8,6 +8,7 @@ import shutil
 import fitsio
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import make_workdir, run_snakemake, tiny_config
 from lensfinder.catalogs import CatalogSpec, read_catalog
@@ -149,18 +150,23 @@ def test_the_export_csv_gives_the_same_outputs(graded_run, tmp_path):
 
 
 @pytest.mark.workflow
-def test_the_inspection_rule_runs_on_request_only(graded_run, tmp_path):
+def test_the_inspection_rule_feeds_a_second_snakemake_run(graded_run, tmp_path):
+    """The loop through Snakemake: training set -> `inspection` (on request only) -> a new
+    run listing the new lenses in lens_catalogs and the hard negatives in
+    trainset.hard_negatives: its new lenses are positives, and the hard negatives leave the
+    random nonlens sample and join the training split as hard negatives."""
     g = graded_run
     cfg = tiny_config(source="tree", root=str(g["root"]))
     cfg["run"] = "tiny"
+    cfg["lens_catalogs"] = g["catalogs"]  # the planted lenses' entries taken out, as the graded run's
+    cfg["trainset"].update(ratio=1000, seed=3, grades=["A", "B"])
     cands = tmp_path / "recommendations.parquet"  # outside results/: no rule makes it
     shutil.copy(g["run_dir"] / "recommendations/recommendations.parquet", cands)
     work = make_workdir(tmp_path, cfg)
-    snakefile = work / "Snakefile"
-    if "inspection.smk" not in snakefile.read_text():  # until the lead includes it
-        snakefile.write_text(snakefile.read_text().replace('include: "workflow/rules/infer.smk"\n',
-                                                           'include: "workflow/rules/infer.smk"\n'
-                                                           'include: "workflow/rules/inspection.smk"\n'))
+    labels_target = "results/tiny/trainset/labels.parquet"
+    run_snakemake(work, labels_target)
+    first = pd.read_parquet(work / labels_target)
+
     dry = run_snakemake(work, "-n")
     assert "rule inspection" not in dry.stdout and "inspection" not in dry.stdout.split("Job stats")[-1]
     missing = run_snakemake(work, "inspection", check=False)
@@ -169,5 +175,26 @@ def test_the_inspection_rule_runs_on_request_only(graded_run, tmp_path):
     out = work / "results/tiny/inspection"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["batch"] == BATCH and summary["new_lenses"] == 2, run.stdout[-2000:]
-    for name in ("graded.parquet", "graded.csv", "graded.fits", "new_lenses.csv", "hard_negatives.csv", "rejections.csv"):
-        assert (out / name).stat().st_size > 0
+    assert read_key_list(out / "hard_negatives.csv") == set(g["negatives"])
+    assert len(fitsio.read(str(out / "graded.fits"), ext="GRADED")) == len(g["recs"])
+
+    # the next search, a new run as the README shows: its config lists the inspection's outputs
+    cfg["run"] = "round2"
+    cfg["lens_catalogs"] = g["catalogs"] + [{"path": "results/tiny/inspection/new_lenses.csv", "label": "inspection"}]
+    cfg["trainset"]["hard_negatives"] = ["results/tiny/inspection/hard_negatives.csv"]
+    (work / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run_snakemake(work, "results/round2/trainset/labels.parquet")
+    second = pd.read_parquet(work / "results/round2/trainset/labels.parquet")
+    new = set(g["hidden"][:2])
+    pos1, pos2 = set(keys_of(first[first.LABEL == 1])), set(keys_of(second[second.LABEL == 1]))
+    assert not new & pos1 and pos2 == pos1 | new
+    negatives = set(g["negatives"])
+    assert negatives <= set(keys_of(first[(first.LABEL == 0) & (first.SOURCE == "random")]))
+    assert not negatives & set(keys_of(second[second.SOURCE == "random"]))
+    hard = second[second.SOURCE == "hard_negative"]
+    excl = pd.read_parquet(work / "results/round2/trainset/exclusions.parquet")
+    left_out = excl[excl.reason.isin(["overlaps_validation", "near_known_system", "no_cutout"])]
+    assert set(keys_of(hard)) | (set(keys_of(left_out)) & negatives) == negatives  # each added, or left out with a reason
+    assert len(hard) >= 1 and (hard.LABEL == 0).all() and (hard.SPLIT == "train").all()
+    counts = json.loads((work / "results/round2/trainset/summary.json").read_text())["hard_negatives"]
+    assert counts == {"listed": 3, "as": "nonlenses", "selected_nonlens_candidates": 3, "added_as_nonlenses": len(hard)}

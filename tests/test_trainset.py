@@ -159,6 +159,32 @@ def test_step_b_reviews_a_planted_hidden_lens_and_rejection_removes_it(tiny_inpu
     assert (int(drop.BRICKID), int(drop.OBJID)) not in set(zip(labels3.BRICKID, labels3.OBJID))
 
 
+class NaNOnModel(MemoryModel):
+    """Scores NaN exactly on one stored cutout (a model meeting a bad image), -10 elsewhere."""
+
+    def forward(self, x):
+        dist = ((x - self.target) ** 2).mean(dim=(1, 2, 3)).sqrt()
+        return torch.where(dist < 1e-3, torch.full_like(dist, float("nan")), torch.full_like(dist, -10.0))
+
+
+def test_a_nan_previous_model_score_sends_the_nonlens_to_review_never_into_the_set(tiny_inputs, tmp_path):
+    _, plain, _ = _build(tiny_inputs, tmp_path / "a")
+    victim = plain[plain.LABEL == 0].iloc[3]
+    key = tuple(int(victim[k]) for k in KEY)
+    image = np.load(tmp_path / "a/cutouts.npy")[victim.ROW].astype(np.float32)
+    model_path = tmp_path / "nan.pt2"
+    _export(NaNOnModel(image), model_path)
+    _, labels, _ = _build(tiny_inputs, tmp_path / "b", previous_model=str(model_path))
+    assert key not in set(map(tuple, labels[KEY].to_numpy().tolist()))
+    review = pd.read_csv(tmp_path / "b/review.csv")
+    assert list(map(tuple, review[KEY].to_numpy().tolist())) == [key]
+    assert review.iloc[0].status == "score_not_finite" and np.isnan(review.iloc[0].score)
+    excl = pd.read_parquet(tmp_path / "b/exclusions.parquet")
+    assert excl[(excl.BRICKID == key[1]) & (excl.OBJID == key[2])].reason.tolist() == ["score_not_finite"]
+    # the drawn nonlens was replaced from its stratum: the ratio still holds
+    assert (labels.LABEL == 0).sum() == (plain.LABEL == 0).sum()
+
+
 def test_bad_catalogue_rows_and_empty_results(tiny_inputs, tmp_path):
     root, *_ = tiny_inputs
     good = pd.read_csv(root / "catalogues/known_lenses.csv")

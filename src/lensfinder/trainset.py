@@ -16,8 +16,10 @@ Recipe (papers III and IV):
       set, the test is a circle of that radius instead;
    b. with a previous model: scored; those >= ``review_threshold`` go to the review table
       (with a mosaic); ``rejected_by_inspection`` if listed in the rejections file;
-      ``auto_threshold`` if >= the optional automatic threshold;
-   c. ``excluded_by_list``: listed in a user exclusion file.
+      ``auto_threshold`` if >= the optional automatic threshold; ``score_not_finite``
+      (reviewed and excluded) if the previous model's score is NaN or inf;
+   c. ``excluded_by_list``: listed in a user exclusion file; ``hard_negative``: listed in
+      ``hard_negatives`` (objects the graders called not a lens at a high score).
    Removed nonlenses are replaced by further draws from the same stratum until the ratio
    is met or the stratum runs out, which is reported (``shortfall``), never silent.
 4. Split by system: rows whose cutouts contain one another (friends of friends: one
@@ -26,6 +28,11 @@ Recipe (papers III and IV):
    as whole groups allow (seeded). Catalogue entries merged by the de-duplication are one
    system and so one positive; filter a keeps every nonlens's cutout clear of every
    positive, so no image content is shared between the splits.
+
+5. Hard negatives (``hard_negatives_as: nonlenses``, the default): the listed objects,
+   never drawn at random, join the training split as nonlenses (SOURCE=hard_negative),
+   unless they lack a cutout, contain a known system or a positive, or share a cutout
+   with a validation row (``overlaps_validation``), so validation stays a random draw.
 
 Every object that is considered and not used is in ``exclusions.parquet`` with a reason.
 """
@@ -62,6 +69,8 @@ class TrainsetConfig:
     rejections: str | None = None  # CSV with RELEASE, BRICKID, OBJID judged lenses by eye
     auto_threshold: float | None = None
     exclude: list = field(default_factory=list)  # CSVs with RELEASE, BRICKID, OBJID
+    hard_negatives: list = field(default_factory=list)  # CSVs (the inspection's hard_negatives.csv): never drawn
+    hard_negatives_as: str = "nonlenses"  # nonlenses: added to the training split | exclude: only left out
     validation_fraction: float = 0.3
     strict: bool = False
     truth: str | None = None  # mock truth table: counts hidden lenses among nonlenses
@@ -230,6 +239,9 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
         scorer = load_scorer(cfg.previous_model)
     rejected = read_key_list(cfg.rejections) if cfg.rejections else set()
     excluded = set().union(*(read_key_list(p) for p in cfg.exclude)) if cfg.exclude else set()
+    hard = set().union(*(read_key_list(p) for p in cfg.hard_negatives)) if cfg.hard_negatives else set()
+    if cfg.hard_negatives_as not in ("nonlenses", "exclude"):
+        raise LensfinderError(f"trainset.hard_negatives_as is {cfg.hard_negatives_as!r}: use nonlenses or exclude")
     hidden = _hidden_lens_keys(cfg.truth)
     pool = objects[~objects["KEY"].isin(positive_keys)]
     known_ra = np.concatenate([systems["ra"].to_numpy(), positives["RA"].to_numpy()])
@@ -249,7 +261,8 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
         while len(accepted) < target and pos < len(cand):
             chunk = cand.iloc[pos : pos + (target - len(accepted))]
             pos += len(chunk)
-            accepted += _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hidden, exclude, review, counts_b)
+            accepted += _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hard, hidden, exclude, review,
+                                      counts_b)
         short = target - len(accepted)
         if short > 0:
             msg = (f"stratum {stratum}: {len(accepted)} nonlenses for {n_pos} lens(es), {short} short of "
@@ -275,6 +288,11 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     from .inject import add_training_injections
 
     table = add_training_injections(table, fetched, object_paths, cutouts, cfg, catalog_specs, out_dir)
+    hard_counts = {"listed": len(hard), "as": cfg.hard_negatives_as,
+                   "selected_nonlens_candidates": int(pool["KEY"].isin(hard).sum())}
+    if hard and cfg.hard_negatives_as == "nonlenses":
+        table = _add_hard_negatives(table, pool, hard, cutouts, half_width, exclude)
+    hard_counts["added_as_nonlenses"] = int((table["SOURCE"] == "hard_negative").sum())
     table = table.sort_values(["SPLIT", "LABEL", "STRATUM", *KEY], ascending=[True, False, True, True, True, True])
     table = table.reset_index(drop=True)
     table["ROW"] = np.arange(len(table))
@@ -283,15 +301,20 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     hidden_in_final = int(table["KEY"].isin(hidden).sum()) if hidden else None
     summary = _summary(table, strata_rows, exclusions, problems, systems, usable, matched, counts_b, hidden,
                        hidden_in_final, cfg, half_width, split_groups)
+    summary["hard_negatives"] = hard_counts
     _write_outputs(out_dir, table, images, exclusions, summary, review, cutouts, cfg)
     return summary
 
 
-def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hidden, exclude, review, counts_b):
+def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hard, hidden, exclude, review, counts_b):
     """Steps a, b, c on a chunk of drawn nonlenses; returns the accepted rows (dicts)."""
     accepted = []
     rows = []
     for _, row in chunk.iterrows():
+        if row["KEY"] in hard:  # never a random draw: added as a hard negative (step 5) or left out
+            if cfg.hard_negatives_as == "exclude":
+                exclude(row, "hard_negative", "listed in trainset.hard_negatives")
+            continue
         if row["KEY"] not in cutouts:
             exclude(row, "no_cutout", "its cutout failed (see the sweep's failures table)")
         elif isinstance(row["NEAR_DETAIL"], str):
@@ -306,6 +329,13 @@ def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hidden, exclu
     for row, score in zip(rows, scores):
         is_hidden = row["KEY"] in hidden
         counts_b["hidden_before_b"] += is_hidden
+        # a NaN score (a bad cutout, usually) cannot clear the nonlens: review it, never let it in
+        if scorer is not None and not np.isfinite(score):
+            status = "score_not_finite"
+            review.append({**{k: int(row[k]) for k in KEY}, "RA": row["RA"], "DEC": row["DEC"], "TYPE": row["TYPE"],
+                           "STRATUM": row["STRATUM"], "score": float(score), "status": status})
+            exclude(row, status, f"the previous model scored it {score}: inspect its cutout")
+            continue
         if scorer is not None and score >= cfg.review_threshold:
             status = "kept"
             if row["KEY"] in rejected:
@@ -323,6 +353,32 @@ def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hidden, exclu
             continue
         accepted.append({**row.to_dict(), "SCORE_PREVIOUS": float(score)})
     return accepted
+
+
+def _add_hard_negatives(table, pool, hard, cutouts, half_width, exclude):
+    """Step 5: the listed hard negatives as training nonlenses (SOURCE=hard_negative)."""
+    rows = pool[pool["KEY"].isin(hard)]
+    keep = np.ones(len(rows), dtype=bool)
+    val = table[table["SPLIT"] == "val"]
+    i, _ = pairs_in_square(rows["RA"].to_numpy(), rows["DEC"].to_numpy(), val["RA"].to_numpy(), val["DEC"].to_numpy(),
+                           half_width)
+    overlapping = set(i.tolist())
+    for n, (_, row) in enumerate(rows.iterrows()):
+        if row["KEY"] not in cutouts:
+            exclude(row, "no_cutout", "a hard negative whose cutout failed (see the sweep's failures table)")
+        elif isinstance(row["NEAR_DETAIL"], str):
+            exclude(row, "near_known_system", row["NEAR_DETAIL"])
+        elif n in overlapping:
+            exclude(row, "overlaps_validation", "a hard negative sharing a cutout with a validation row")
+        else:
+            continue
+        keep[n] = False
+    if len(hard) > len(rows):  # counted in the summary (hard_negatives)
+        log.warning("trainset.hard_negatives: %d listed object(s) are not selected nonlens candidates of this run "
+                    "(other sweeps, or now positives)", len(hard) - len(rows))
+    added = rows[keep].assign(LABEL=0, SPLIT="train", SOURCE="hard_negative", SOURCE_CATALOG="hard_negative",
+                              SYSTEM_NAME="", SCORE_PREVIOUS=np.nan, INJECTION_ID=-1)
+    return pd.concat([table, added[[c for c in table.columns if c in added.columns]]], ignore_index=True)
 
 
 def _hidden_lens_keys(truth_path) -> set:
@@ -356,6 +412,7 @@ def _summary(table, strata_rows, exclusions, problems, systems, usable, matched,
         "lenses": int((table["LABEL"] == 1).sum()),
         "nonlenses": int((table["LABEL"] == 0).sum()),
         "lenses_by_source": {k: int(v) for k, v in table.loc[table["LABEL"] == 1, "SOURCE"].value_counts().items()},
+        "nonlenses_by_source": {k: int(v) for k, v in table.loc[table["LABEL"] == 0, "SOURCE"].value_counts().items()},
         "ratio_target": cfg.ratio,
         "split": {s: {"lenses": int(((table["SPLIT"] == s) & (table["LABEL"] == 1)).sum()),
                       "nonlenses": int(((table["SPLIT"] == s) & (table["LABEL"] == 0)).sum())} for s in ("train", "val")},
