@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import math
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import run_snakemake
 from lensfinder.embed.augment import S22_ORDER, AugmentConfig, S22Augment, gaussian_blur
 from lensfinder.embed.encoders import EncoderSpec
 from lensfinder.embed.index import IndexConfig, SimilarityIndex, build_index, exact_search, recall_at_k
@@ -553,21 +556,31 @@ def test_rules_pretrain_embed_index_and_probe_on_the_tiny_workflow(tiny_run):
 
 @pytest.mark.workflow
 def test_the_probe_joins_the_meta_learner_as_one_more_base_model(tiny_run, tmp_path):
-    """The wiring proposed for the ensemble: the probe's files in the networks' places."""
-    from lensfinder.ensemble import build_ensemble
-    from lensfinder.rank import combine_scores
+    """embed.probe.in_ensemble: the probe becomes a base model of the meta-learner; ranking,
+    evaluation and the selection function (the probe scores the injections) follow, and
+    nothing is retrained."""
+    import yaml
 
-    work, _, _ = tiny_run
+    reference, _, _ = tiny_run
+    work = tmp_path / "wf"
+    shutil.copytree(reference, work, copy_function=shutil.copy2, symlinks=True)  # outputs and Snakemake's records
+    cfg = yaml.safe_load((work / "config/config.yaml").read_text())
+    cfg["embed"]["probe"]["in_ensemble"] = True
+    (work / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run = run_snakemake(work)
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", run.stdout, flags=re.M))
+    assert {"probe_injections", "ensemble", "rank", "evaluate", "selection_function"} <= ran
+    assert not ran & {"train", "infer", "pretrain", "embed", "probe", "inject", "infer_injections"}, ran
     res = work / "results/mock"
-    sweeps = ("sweep-145p000-150p005", "sweep-150p000-155p005")
-    trainset_scores = {m: res / f"models/{m}/trainset_scores.parquet" for m in ("resnet", "shielded")}
-    trainset_scores["probe"] = res / "embed/probe/trainset_scores.parquet"
-    checkpoints = {m: res / f"models/{m}/best.pt" for m in ("resnet", "shielded")}
-    checkpoints["probe"] = res / "embed/probe/probe.pkl"
-    table = build_ensemble(trainset_scores, checkpoints, tmp_path / "ensemble")
-    assert list(table.scorer) == ["resnet", "shielded", "probe", "mean", "meta-learner"]
-    scores = {m: [res / f"scores/{m}/{s}.parquet" for s in sweeps] for m in ("resnet", "shielded")}
-    scores["probe"] = [res / f"embed/probe/scores/{s}.parquet" for s in sweeps]
-    combined = combine_scores(scores, [res / f"objects/{s}.parquet" for s in sweeps], tmp_path / "ensemble/meta.pkl")
-    assert {"LOGIT_PROBE", "SCORE_PROBE", "LOGIT_ENSEMBLE"} <= set(combined.columns)
-    assert np.isfinite(combined[["LOGIT_PROBE", "LOGIT_ENSEMBLE"]].to_numpy()).all()
+    meta = json.loads((res / "ensemble/meta.json").read_text())
+    assert meta["inputs"] == ["resnet", "shielded", "probe"] and meta["checkpoints"]["probe"]["path"].endswith("probe.pkl")
+    evaluation = pd.read_csv(res / "ensemble/evaluation.csv")
+    assert list(evaluation.scorer) == ["resnet", "shielded", "probe", "mean", "meta-learner"]
+    metrics = json.loads((res / "evaluation/metrics.json").read_text())
+    assert {"resnet", "shielded", "probe", "mean", "meta-learner"} <= set(metrics)
+    recs = pd.read_parquet(res / "recommendations/recommendations.parquet")
+    assert {"SCORE_PROBE", "SCORE_RESNET", "LOGIT_ENSEMBLE"} <= set(recs.columns) and np.isfinite(recs.SCORE_PROBE).all()
+    injections = pd.read_parquet(res / "injections/scores/probe.parquet")
+    n_injected = json.loads((res / "selection_function/summary.json").read_text())
+    assert n_injected["models"] == ["resnet", "shielded", "probe"]
+    assert len(injections) == n_injected["n_injected"] and np.isfinite(injections.logit).all()

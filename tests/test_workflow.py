@@ -180,7 +180,7 @@ def test_run_evaluates_on_never_seen_objects_and_prints_the_results_table(tiny_r
 
     import pandas as pd
 
-    from lensfinder.results import results_table
+    from lensfinder.results import _pct, results_table
 
     work, dry, _ = tiny_run
     res = work / "results/mock"
@@ -209,3 +209,8 @@ def test_run_evaluates_on_never_seen_objects_and_prints_the_results_table(tiny_r
     text = results_table(res)
     assert f"{sample['never_seen_objects']:,}, of which {sample['never_seen_lenses']} lenses" in text
     assert f"`meta-learner` {metrics['meta-learner']['auc']:.3f}" in text
+    sf = json.loads((res / "selection_function/summary.json").read_text())
+    assert f"{_pct(sf['completeness'], [sf['ci_lo'], sf['ci_hi']])} of {sf['n_injected']:,} injections" in text
+    one_d = pd.read_csv(res / "selection_function/completeness_1d.csv")
+    first = one_d[one_d.variable == "theta_e"].iloc[0]
+    assert f'{first.lo:g}-{first.hi:g}": {100 * first.completeness:.0f} [' in text

@@ -84,12 +84,35 @@ def results_table(run_dir) -> str:
         if recd:
             rows.append(("never-seen lenses among the recommendations",
                          f"{recd['never_seen_lenses_recommended']} of {recd['recommended']} recommendations"))
+    rows += _selection_function_rows(d)
     rows += _selfsupervised_rows(d)
     rows.append(("recommendations", f"{rec['selected']} selected of {rec['scored_objects']:,} scored; "
                  f"{rec['known_systems_removed']} known systems removed, {rec['merged_duplicates']} merged; "
                  f"{rec['recommendations']} recommended"))
     lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines)
+
+
+def _selection_function_rows(d: Path) -> list:
+    """Injection-recovery where the run has it: completeness at the recommendation cut
+    overall, by theta_E and by source magnitude, and the cross-check against real lenses."""
+    rows = []
+    sf = d / "selection_function"
+    if not (sf / "summary.json").exists():
+        return rows
+    s = json.loads((sf / "summary.json").read_text())
+    rows.append(("injections: completeness at the recommendation cut, all",
+                 f"{_pct(s['completeness'], [s['ci_lo'], s['ci_hi']])} of {s['n_injected']:,} injections"))
+    one_d = pd.read_csv(sf / "completeness_1d.csv")
+    for variable, label, unit in (("theta_e", "theta_E", '"'), ("source_mag_g", "source g magnitude", "")):
+        part = one_d[(one_d.variable == variable) & (one_d.n_injected > 0)]
+        rows.append((f"injections: completeness by {label}", "; ".join(
+            f"{r.lo:g}-{r.hi:g}{unit}: {100 * r.completeness:.0f} [{100 * r.ci_lo:.0f}, {100 * r.ci_hi:.0f}] %"
+            for r in part.itertuples())))
+    if (sf / "crosscheck.json").exists():
+        c = json.loads((sf / "crosscheck.json").read_text())
+        rows.append(("injections vs never-seen real lenses (cross-check)", c["statement"]))
+    return rows
 
 
 def _selfsupervised_rows(d: Path) -> list:

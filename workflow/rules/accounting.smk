@@ -14,7 +14,7 @@ rule accounting:
     params:
         run_dir=lambda wildcards, output: os.path.dirname(output[0]),
         sweeps=SWEEPS,
-        models=MODELS,
+        models=NETWORKS,  # inference's score tables (the probe scores the same objects)
     localrule: True
     conda:
         "../../envs/lensfinder.yaml"

@@ -14,12 +14,16 @@ TREES = lfw.survey_trees(config)
 # Sweep IDs: the file stem with one region, <region>/<stem> with several (the same stem
 # exists in every region's tree), so per-sweep outputs go to .../objects/north/sweep-....
 SWEEPS = lfw.sweeps_to_process(config)
-MODELS = list(config["models"])
+EMBED = f"{RESULTS}/embed"
+NETWORKS = list(config["models"])  # trained by rule train, scored by rule infer
+# The meta-learner's base models: the networks, and S22's linear probe when offered to it.
+PROBE_IN_ENSEMBLE = bool(config["embed"]["enabled"] and config["embed"]["probe"]["in_ensemble"])
+MODELS = NETWORKS + (["probe"] if PROBE_IN_ENSEMBLE else [])
 
 
 wildcard_constraints:
     sweep=r"((north|south)/)?sweep-\d{3}[pm]\d{3}-\d{3}[pm]\d{3}",
-    model=r"[A-Za-z0-9_-]+",
+    model=r"(?!probe$)[A-Za-z0-9_-]+",  # a network's name; "probe" is S22's probe (rule probe)
 
 
 def sweep_file(wildcards):
@@ -42,12 +46,33 @@ def trainset_extra_inputs():
     """Files the training set reads besides objects, cutouts and catalogues."""
     t = config["trainset"]
     files = [t[k] for k in ("previous_model", "rejections", "truth") if t.get(k)]
-    return files + list(t.get("exclude", []))
+    return files + list(t.get("exclude", [])) + list(t.get("hard_negatives", []))
+
+
+def sweep_scores(model):
+    """One base model's score table per sweep (the probe's come from rule probe)."""
+    pattern = f"{EMBED}/probe/scores/{{sweep}}.parquet" if model == "probe" else f"{RESULTS}/scores/{model}/{{sweep}}.parquet"
+    return expand(pattern, sweep=SWEEPS)
 
 
 def model_scores(wildcards):
-    """Every sweep's scores, one named input per model (scores_<model>)."""
-    return {f"scores_{m}": expand(f"{RESULTS}/scores/{m}/{{sweep}}.parquet", sweep=SWEEPS) for m in MODELS}
+    """Every sweep's scores, one named input per base model (scores_<model>)."""
+    return {f"scores_{m}": sweep_scores(m) for m in MODELS}
+
+
+def model_trainset_inputs(wildcards):
+    """Each base model's training-set scores and fitted model, by name (scores_<model>, checkpoint_<model>)."""
+    files = {}
+    for m in MODELS:
+        where = f"{EMBED}/probe" if m == "probe" else f"{RESULTS}/models/{m}"
+        files[f"scores_{m}"] = f"{where}/trainset_scores.parquet"
+        files[f"checkpoint_{m}"] = f"{where}/probe.pkl" if m == "probe" else f"{where}/best.pt"
+    return files
+
+
+def injection_scores(wildcards):
+    """Each base model's scores of the injected lenses, by name (scores_<model>)."""
+    return {f"scores_{m}": f"{RESULTS}/injections/scores/{m}.parquet" for m in MODELS}
 
 
 def inspection_config():
@@ -74,7 +99,7 @@ def final_targets():
         f"{RESULTS}/objects/selection_counts.csv",
         *expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
         f"{RESULTS}/trainset/labels.parquet",
-        *expand(f"{RESULTS}/models/{{model}}/best.pt", model=MODELS),
+        *expand(f"{RESULTS}/models/{{model}}/best.pt", model=NETWORKS),
         f"{RESULTS}/ensemble/meta.json",
         f"{RESULTS}/recommendations/recommendations.parquet",
         f"{RESULTS}/accounting.csv",
@@ -89,12 +114,11 @@ def embed_targets():
     """The S22 outputs of `rule all` (workflow/rules/embed.smk); none with embed.enabled false."""
     if not config["embed"]["enabled"]:
         return []
-    embed = f"{RESULTS}/embed"
     return [
-        f"{embed}/encoder/encoder.pt",
-        *expand(f"{embed}/representations/{{sweep}}.npy", sweep=SWEEPS),
-        f"{embed}/index/index.json",
-        f"{embed}/candidates.parquet",
-        f"{embed}/probe/probe.json",
-        *([f"{embed}/summary.json"] if config["evaluation"].get("truth") else []),
+        f"{EMBED}/encoder/encoder.pt",
+        *expand(f"{EMBED}/representations/{{sweep}}.npy", sweep=SWEEPS),
+        f"{EMBED}/index/index.json",
+        f"{EMBED}/candidates.parquet",
+        f"{EMBED}/probe/probe.json",
+        *([f"{EMBED}/summary.json"] if config["evaluation"].get("truth") else []),
     ]

@@ -3,7 +3,6 @@
 # The pretraining reads every sweep's cutouts as ancient() inputs, like the training set:
 # an updated sweep re-embeds its own objects, it does not retrain the encoder.
 
-EMBED = f"{RESULTS}/embed"
 EMBED_REPORT = "8. Self-supervised (S22)"
 
 
@@ -122,7 +121,8 @@ rule probe:
     log:
         f"{RESULTS}/logs/probe.log",
     params:
-        probe=config["embed"]["probe"],
+        # the probe's own settings: in_ensemble is the workflow's switch and must not re-fit it
+        probe={k: v for k, v in config["embed"]["probe"].items() if k != "in_ensemble"},
     threads: 2
     resources:
         mem_mb=16000,
@@ -173,3 +173,24 @@ rule embed_summary:
         "../../envs/lensfinder.yaml"
     script:
         "../scripts/embed_summary.py"
+
+
+rule probe_injections:  # only when embed.probe.in_ensemble: the probe scores the selection function's injections
+    input:
+        manifest=f"{RESULTS}/injections/manifest.json",
+        encoder=f"{EMBED}/encoder/encoder.pt",
+        probe=f"{EMBED}/probe/probe.pkl",
+    output:
+        f"{RESULTS}/injections/scores/probe.parquet",
+    log:
+        f"{RESULTS}/logs/infer_injections/probe.log",
+    params:
+        batch_size=config["embed"]["batch_size"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/lensfinder.yaml"
+    script:
+        "../scripts/probe_injections.py"

@@ -44,8 +44,7 @@ rule trainset_scores:
 
 rule ensemble:
     input:
-        scores=expand(f"{RESULTS}/models/{{model}}/trainset_scores.parquet", model=MODELS),
-        checkpoints=expand(f"{RESULTS}/models/{{model}}/best.pt", model=MODELS),
+        unpack(model_trainset_inputs),
     output:
         meta=f"{RESULTS}/ensemble/meta.pkl",
         info=f"{RESULTS}/ensemble/meta.json",

@@ -52,8 +52,8 @@ rule infer_injections:
 
 rule selection_function:
     input:
+        unpack(injection_scores),
         manifest=f"{RESULTS}/injections/manifest.json",
-        scores=expand(f"{RESULTS}/injections/scores/{{model}}.parquet", model=MODELS),
         meta=f"{RESULTS}/ensemble/meta.pkl",
         rank_summary=f"{RESULTS}/recommendations/summary.json",
     output:

@@ -8,7 +8,7 @@ models = snakemake.params.models
 run_step(
     snakemake,
     lambda: build_ensemble(
-        dict(zip(models, snakemake.input.scores)), dict(zip(models, snakemake.input.checkpoints)),
+        {m: snakemake.input[f"scores_{m}"] for m in models}, {m: snakemake.input[f"checkpoint_{m}"] for m in models},
         Path(snakemake.output.meta).parent, hidden=e["hidden"], top_n=e["top_n"], sky_ratio=e["sky_ratio"],
     ),
 )

@@ -8,7 +8,7 @@ i, p = snakemake.input, snakemake.params
 run_step(
     snakemake,
     lambda: selection_function(
-        i.manifest, dict(zip(p.models, i.scores)), i.meta, i.rank_summary, InjectionConfig.from_dict(p.injection),
+        i.manifest, {m: i[f"scores_{m}"] for m in p.models}, i.meta, i.rank_summary, InjectionConfig.from_dict(p.injection),
         Path(snakemake.output.completeness).parent,
     ),
 )

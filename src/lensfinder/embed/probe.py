@@ -85,8 +85,6 @@ def run_probe(trainset_dir, encoder_path, representations, score_paths, cfg: Pro
               threads=None) -> dict:
     """Fit, validate, and score every sweep. ``representations``: (npy, parquet) per sweep;
     ``score_paths``: the Parquet to write for each of them, in the same order."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import torch
 
     if threads:
@@ -116,12 +114,7 @@ def run_probe(trainset_dir, encoder_path, representations, score_paths, cfg: Pro
     rows = 0
     for (npy, idx), out in zip(representations, score_paths):
         vectors, index = read_representations(npy, idx)
-        s = probe_logit(model, np.asarray(vectors, dtype=np.float32)) if len(index) else np.zeros(0, np.float32)
-        frame = pa.table({**{k: index[k].astype(np.int64).to_numpy() for k in KEY}, "RA": index["RA"].to_numpy(),
-                          "DEC": index["DEC"].to_numpy(), "logit": s, "prob": expit(s.astype(np.float64))})
-        meta = {b"lensfinder.probe": str(out_dir / "probe.pkl").encode(), b"lensfinder.encoder_sha256": encoder_sha.encode()}
-        with atomic_path(out) as tmp:
-            pq.write_table(frame.replace_schema_metadata(meta), tmp)
+        _write_scores(model, vectors, index, out, out_dir / "probe.pkl", encoder_sha)
         rows += len(index)
     info = {"C": c, "C_chosen_by": "fixed" if cfg.C is not None else f"{cfg.cv}-fold cross-validated AUC on the training split",
             "config": asdict(cfg), "dim": int(reps.shape[1]), "n_train": int(train.sum()), "n_val": int(val.sum()),
@@ -137,3 +130,38 @@ def probe_scores_table(score_paths) -> pd.DataFrame:
     """Every sweep's probe scores in one frame (key, RA, DEC, logit)."""
     frames = [pd.read_parquet(p, columns=[*KEY, "RA", "DEC", "logit"]) for p in score_paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY, "RA", "DEC", "logit"])
+
+
+def _write_scores(model, vectors, index, out, probe_path, encoder_sha):
+    """One score table in the networks' format (key, RA, DEC, logit float32, prob)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    s = probe_logit(model, np.asarray(vectors, dtype=np.float32)) if len(index) else np.zeros(0, np.float32)
+    frame = pa.table({**{k: index[k].astype(np.int64).to_numpy() for k in KEY}, "RA": index["RA"].to_numpy(),
+                      "DEC": index["DEC"].to_numpy(), "logit": s, "prob": expit(s.astype(np.float64))})
+    meta = {b"lensfinder.probe": str(probe_path).encode(), b"lensfinder.encoder_sha256": encoder_sha.encode()}
+    with atomic_path(out) as tmp:
+        pq.write_table(frame.replace_schema_metadata(meta), tmp)
+
+
+def score_shards(manifest_path, encoder_path, probe_path, out_path, batch_size=512, threads=None) -> int:
+    """Probe scores of a shard set the representations stage does not embed (the
+    selection function's injections): embedded with the probe's own encoder, then scored;
+    the networks' format, so the meta-learner takes the probe as one more base model."""
+    import tempfile
+
+    from .represent import embed_sweep
+
+    with open(probe_path, "rb") as fh:
+        probe = pickle.load(fh)
+    encoder_sha = sha256(encoder_path)
+    if probe["encoder_sha256"] != encoder_sha:
+        raise LensfinderError(f"{probe_path} was fitted on the representations of another encoder than {encoder_path}: "
+                              "re-run the probe rule")
+    with tempfile.TemporaryDirectory() as tmp:
+        npy, idx = Path(tmp) / "vectors.npy", Path(tmp) / "index.parquet"
+        embed_sweep(manifest_path, encoder_path, npy, idx, batch_size=batch_size, threads=threads, progress=False)
+        vectors, index = read_representations(npy, idx)
+        _write_scores(probe["model"], vectors, index, out_path, probe_path, encoder_sha)
+        return len(index)
