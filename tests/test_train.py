@@ -93,6 +93,28 @@ def test_two_gloo_ranks_train_like_one_with_the_same_global_batch(trainset, tmp_
                          initial_weights(MODEL, 3), rtol=1e-3, atol=1e-4, buffer_rtol=1e-3)
 
 
+def test_two_nodes_of_one_process_each_train_like_one_process(trainset, tmp_path):
+    """Multi-node: two launchers, as srun starts one per node, meet at a c10d rendezvous on
+    127.0.0.1 (gloo) and give the weights of one process."""
+    import socket
+
+    run(train_cmd(trainset, tmp_path / "one", optimizer="sgd", lr=0.05))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = {"epochs": 2, "batch_size": 16, "lr": 0.05, "seed": 3, "num_threads": 1, "optimizer": "sgd"}
+    node = [sys.executable, "-m", "lensfinder.launch", "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint",
+            f"127.0.0.1:{port}", "--rdzv-id", "two-nodes", "--trainset", str(trainset), "--model", MODEL,
+            "--train", json.dumps(cfg), "--out", str(tmp_path / "two")]
+    nodes = [subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    assert all("--nnodes=2" in o and "--rdzv-backend=c10d" in o for o in outs)
+    assert "2 rank(s)" in "".join(outs)  # one world of two ranks, not two worlds of one
+    assert_same_training(weights(tmp_path / "one/last.pt"), weights(tmp_path / "two/last.pt"),
+                         initial_weights(MODEL, 3), rtol=1e-3, atol=1e-4, buffer_rtol=1e-3)
+
+
 def test_two_gloo_ranks_train_efficientnet_like_one_dropout_included(trainset64, tmp_path):
     """timm's batch norms (BatchNormAct2d) span the ranks and the dropout / drop-path masks
     are the global batch's: 2 ranks == 1 process with dropout active. Per-rank batch norm

@@ -1,6 +1,12 @@
 """``lensfinder-train``: run ``lensfinder.train`` in one process, or under torchrun with one
-process per visible GPU (``--nproc auto``). Arguments after the launcher's own go to
-``lensfinder.train`` (or to ``module``: ``lensfinder.embed.launch`` runs the pretraining).
+process per visible GPU (``--nproc auto``), on one node or several. Arguments after the
+launcher's own go to ``lensfinder.train`` (or to ``module``: ``lensfinder.embed.launch``
+runs the pretraining).
+
+Several nodes: one launcher per node (``srun --ntasks-per-node=1``, see the train rule),
+each starting torchrun with a c10d rendezvous at the first node. Under SLURM the launcher
+reads the node count, the first node and the job ID from ``SLURM_*``; elsewhere give
+``--nnodes N --rdzv-endpoint HOST:PORT`` to every launcher (and the same ``--rdzv-id``).
 
 Pre-emption: SLURM sends SIGTERM (or SIGUSR1 with ``--signal``) to the job before it
 stops it. With several ranks the launcher stays the parent of torchrun and hands either
@@ -23,6 +29,7 @@ PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # torchrun's own handlers: its default set plus SIGUSR1, each forwarded to the ranks
 TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
 SHUTDOWN_TIMEOUT_S = 300  # ranks finish their step and rank 0 saves before torchrun kills them
+RDZV_PORT = 29500
 
 
 def visible_gpus() -> int:
@@ -31,10 +38,48 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def _take(argv: list[str], flag: str, default=None):
+    """Remove ``flag VALUE`` from argv; the value, or ``default``."""
+    if flag in argv[:-1]:
+        i = argv.index(flag)
+        value = argv[i + 1]
+        del argv[i : i + 2]
+        return value
+    return default
+
+
 def _out_dir(argv: list[str]) -> Path | None:
     if "--out" in argv[:-1]:
         return Path(argv[argv.index("--out") + 1])
     return None
+
+
+def slurm_nodes() -> tuple[int, str | None, str | None]:
+    """(nodes, first node's host name, job ID) of the srun step this runs in; (1, None,
+    None) outside SLURM, on one node, or in a batch script (no step: not one launcher per node)."""
+    n = int(os.environ.get("SLURM_STEP_NUM_NODES") or 1)
+    if n <= 1:
+        return 1, None, None
+    nodelist = os.environ["SLURM_STEP_NODELIST"]
+    hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                           check=True).stdout.split()
+    return n, hosts[0], os.environ.get("SLURM_JOB_ID")
+
+
+def torchrun_command(module: str, argv: list[str], nproc: int, nnodes: int = 1, endpoint: str | None = None,
+                     rdzv_id: str | None = None) -> list[str]:
+    """torchrun of this interpreter (the one lensfinder is installed in): standalone on one
+    node, a c10d rendezvous at ``endpoint`` across several."""
+    if nnodes == 1:
+        where = ["--standalone"]
+    else:
+        if not endpoint:
+            raise SystemExit("lensfinder.launch: --nnodes > 1 needs --rdzv-endpoint HOST:PORT (the first node)")
+        where = [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+                 f"--rdzv-id={rdzv_id or 'lensfinder'}"]
+    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc_per_node={nproc}",
+            f"--signals-to-handle={TORCHRUN_SIGNALS}", f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}",
+            "-m", module, *argv]
 
 
 def run_ranks(cmd: list[str], out: Path | None) -> int:
@@ -61,18 +106,17 @@ def run_ranks(cmd: list[str], out: Path | None) -> int:
 
 def main(argv=None, module="lensfinder.train"):
     argv = list(sys.argv[1:] if argv is None else argv)
-    nproc = "auto"
-    if argv[:1] == ["--nproc"]:
-        nproc, argv = argv[1], argv[2:]
+    nproc = _take(argv, "--nproc", "auto")
+    s_nodes, s_head, s_job = slurm_nodes()
+    nnodes = int(_take(argv, "--nnodes", s_nodes))
+    endpoint = _take(argv, "--rdzv-endpoint", f"{s_head}:{RDZV_PORT}" if s_head else None)
+    rdzv_id = _take(argv, "--rdzv-id", s_job)
     n = max(visible_gpus(), 1) if nproc == "auto" else int(nproc)
-    if n == 1:
+    if n == 1 and nnodes == 1:
         import importlib
 
         return importlib.import_module(module).main(argv)
-    # torchrun of this interpreter (the one lensfinder is installed in)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-           f"--signals-to-handle={TORCHRUN_SIGNALS}", f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}",
-           "-m", module, *argv]
+    cmd = torchrun_command(module, argv, n, nnodes, endpoint, rdzv_id)
     print("launching:", " ".join(cmd), flush=True)
     sys.exit(run_ranks(cmd, _out_dir(argv)))
 

@@ -49,6 +49,13 @@ def trainset_extra_inputs():
     return files + list(t.get("exclude", [])) + list(t.get("hard_negatives", []))
 
 
+def per_node_launch(wildcards, resources):
+    """The prefix that starts the launcher once per node when a profile gives the rule an
+    `mpi` resource (several nodes, e.g. mpi: srun, nodes: 2, tasks: 2); nothing on one node."""
+    mpi = resources.get("mpi")
+    return f"{mpi} --ntasks-per-node=1 " if mpi else ""
+
+
 def sweep_scores(model):
     """One base model's score table per sweep (the probe's come from rule probe)."""
     pattern = f"{EMBED}/probe/scores/{{sweep}}.parquet" if model == "probe" else f"{RESULTS}/scores/{model}/{{sweep}}.parquet"

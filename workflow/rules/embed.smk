@@ -23,6 +23,7 @@ rule pretrain:
     params:
         settings=json.dumps(config["embed"]["pretrain"]),
         out=lambda wc, output: os.path.dirname(output.encoder),
+        per_node=per_node_launch,
     threads: 1  # the mock's small encoder trains fastest on one core (profiles/slurm: a whole GPU node)
     resources:
         mem_mb=32000,
@@ -30,7 +31,7 @@ rule pretrain:
     conda:
         "../../envs/lensfinder.yaml"
     shell:
-        "python -m lensfinder.embed.launch --nproc auto --manifests {input.manifests} --objects {input.objects}"
+        "{params.per_node}python -m lensfinder.embed.launch --nproc auto --manifests {input.manifests} --objects {input.objects}"
         " --settings {params.settings:q} --out {params.out} --threads {threads} > {log} 2>&1"
 
 

@@ -1,5 +1,6 @@
-# Training: one job per model, data-parallel over the GPUs of one node (torchrun),
-# one process on a CPU. A SLURM profile maps the resources below to an A100 node.
+# Training: one job per model, data-parallel over the GPUs of one node (torchrun), or of
+# several (an `mpi` resource in the profile: one launcher per node); one process on a CPU.
+# A SLURM profile maps the resources below to A100 nodes.
 
 
 rule train:
@@ -21,6 +22,7 @@ rule train:
         train=lambda wc: json.dumps(config["models"][wc.model].get("train", {})),
         trainset=lambda wc, input: os.path.dirname(input.labels),
         out=lambda wc, output: os.path.dirname(output.best),
+        per_node=per_node_launch,
     threads: 2
     resources:
         mem_mb=32000,
@@ -28,5 +30,5 @@ rule train:
     conda:
         "../../envs/lensfinder.yaml"
     shell:
-        "python -m lensfinder.launch --nproc auto --trainset {params.trainset} --model {params.model:q}"
+        "{params.per_node}python -m lensfinder.launch --nproc auto --trainset {params.trainset} --model {params.model:q}"
         " --train {params.train:q} --out {params.out} --threads {threads} > {log} 2>&1"
