@@ -90,6 +90,7 @@ def tiny_config(**survey) -> dict:
                      "shielded": {"model": {"preset": "resnet_mini", "params": {"shields": [None, 16, 16]}},
                                   "train": TINY_TRAIN}}
     cfg["survey"].update(survey)
+    cfg["trainset"]["injections"] = 0  # the tiny mock has few deflectors; test_inject covers training injections
     if survey.get("source") == "tree":
         root = survey["root"]
         cfg["lens_catalogs"] = [{"path": f"{root}/catalogues/known_lenses.csv"}]

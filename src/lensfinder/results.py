@@ -33,6 +33,14 @@ def _sci(value, ci):
     return _ci(value, ci, "{:.2g}")
 
 
+def _by_source(ts: dict) -> str:
+    """' (109 catalogue, 200 injection)' when the lenses come from more than one source."""
+    sources = ts.get("lenses_by_source") or {}
+    if len(sources) < 2:
+        return ""
+    return " (" + ", ".join(f"{n:,} {name}" for name, n in sorted(sources.items())) + ")"
+
+
 def results_table(run_dir) -> str:
     """The Markdown table of a finished run (``results/<run>``)."""
     d = Path(run_dir)
@@ -46,8 +54,9 @@ def results_table(run_dir) -> str:
     ens = pd.read_csv(d / "ensemble/evaluation.csv").set_index("scorer")
     rec = json.loads((d / "recommendations/summary.json").read_text())
     rows = [("sweep rows / selected objects", f"{int(counts['input']):,} / {int(counts['selected']):,}"),
-            ("training set", f"{ts['lenses']} lenses + {ts['nonlenses']:,} nonlenses (ratio {ts['ratio_target']:g} "
-                             f"per stratum); validation {ts['split']['val']['lenses']} + {ts['split']['val']['nonlenses']}")]
+            ("training set", f"{ts['lenses']} lenses{_by_source(ts)} + {ts['nonlenses']:,} nonlenses (ratio "
+                             f"{ts['ratio_target']:g} per stratum); validation {ts['split']['val']['lenses']} + "
+                             f"{ts['split']['val']['nonlenses']}")]
     models = [m for m in ens.index if m not in ("mean", "meta-learner")]
     best = []
     for m in models:
