@@ -9,7 +9,7 @@ rule evaluate:
         labels=f"{RESULTS}/trainset/labels.parquet",
         rank_summary=f"{RESULTS}/recommendations/summary.json",
         recommendations=f"{RESULTS}/recommendations/recommendations.parquet",
-        truth=config["evaluation"]["truth"],
+        truth=config["evaluation"]["truth"] or [],  # the rule only runs with a truth list (rule all)
     output:
         metrics=report(f"{RESULTS}/evaluation/metrics.json", caption="../report/evaluation_metrics.rst",
                        category="6. Evaluation"),
