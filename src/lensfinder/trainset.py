@@ -306,6 +306,12 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     return summary
 
 
+def _review_row(row, score, status) -> dict:
+    """One line of review.csv: the nonlens, the previous model's score and what became of it."""
+    return {**{k: int(row[k]) for k in KEY}, "RA": row["RA"], "DEC": row["DEC"], "TYPE": row["TYPE"],
+            "STRATUM": row["STRATUM"], "score": float(score), "status": status}
+
+
 def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hard, hidden, exclude, review, counts_b):
     """Steps a, b, c on a chunk of drawn nonlenses; returns the accepted rows (dicts)."""
     accepted = []
@@ -332,8 +338,7 @@ def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hard, hidden,
         # a NaN score (a bad cutout, usually) cannot clear the nonlens: review it, never let it in
         if scorer is not None and not np.isfinite(score):
             status = "score_not_finite"
-            review.append({**{k: int(row[k]) for k in KEY}, "RA": row["RA"], "DEC": row["DEC"], "TYPE": row["TYPE"],
-                           "STRATUM": row["STRATUM"], "score": float(score), "status": status})
+            review.append(_review_row(row, score, status))
             exclude(row, status, f"the previous model scored it {score}: inspect its cutout")
             continue
         if scorer is not None and score >= cfg.review_threshold:
@@ -342,8 +347,7 @@ def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hard, hidden,
                 status = "rejected_by_inspection"
             elif cfg.auto_threshold is not None and score >= cfg.auto_threshold:
                 status = "auto_threshold"
-            review.append({**{k: int(row[k]) for k in KEY}, "RA": row["RA"], "DEC": row["DEC"], "TYPE": row["TYPE"],
-                           "STRATUM": row["STRATUM"], "score": float(score), "status": status})
+            review.append(_review_row(row, score, status))
             if status != "kept":
                 exclude(row, status, f"previous-model score {score:.4f}")
                 continue

@@ -29,7 +29,7 @@ from scipy.special import expit
 from ..ensemble import evaluate
 from ..errors import LensfinderError, atomic_path
 from ..shards import KEY, sha256
-from ..train import load_trainset
+from ..train import check_splits, load_trainset
 from .index import read_representations
 from .represent import embed_array
 
@@ -94,10 +94,9 @@ def run_probe(trainset_dir, encoder_path, representations, score_paths, cfg: Pro
         raise LensfinderError(f"{len(representations)} representation files but {len(score_paths)} score paths")
     labels, images = load_trainset(trainset_dir)
     reps = embed_array(images, encoder_path).astype(np.float32)[labels["ROW"].to_numpy()]
+    check_splits(labels, trainset_dir)  # as the networks: both classes in both splits, or a clear error
     train, val = (labels["SPLIT"] == "train").to_numpy(), (labels["SPLIT"] == "val").to_numpy()
     y = labels["LABEL"].to_numpy().astype(int)
-    if not val.any() or len(np.unique(y[val])) < 2:
-        raise LensfinderError(f"training set {trainset_dir} needs lenses and nonlenses in its validation split")
     model, c = fit_probe(reps[train], y[train], cfg)
     logits = probe_logit(model, reps)
     table = evaluate(y[val], {"probe": logits[val].astype(np.float64)}, cfg.top_n, cfg.sky_ratio)
