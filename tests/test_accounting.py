@@ -27,14 +27,19 @@ def test_every_line_adds_up_and_matches_the_files(tiny_run):
         cuts = [c for c in table.columns if c.startswith("cut_")]
         assert row.sweep_rows - row[cuts].sum() == row.selected == row.cutouts_written + row.cutouts_failed
         assert row.above_cut == row.known_removed + row.merged + row.recommended
+        shortlist = pd.read_parquet(res / f"ensemble/sweeps/{sweep}.parquet")
+        assert row.shortlisted == shortlist["LOGIT_ENSEMBLE"].notna().sum() >= row.above_cut
     assert (table.loc["total"] == table.loc[SWEEPS].sum()).all()
 
 
 def test_a_line_that_does_not_add_up_names_the_sweep():
     table = pd.DataFrame({"sweep_rows": [10], "cut_type": [3], "selected": [7], "cutouts_written": [6],
-                          "cutouts_failed": [0], "scored": [6], "nan_scores": [0], "above_cut": [1],
+                          "cutouts_failed": [0], "scored": [6], "nan_scores": [0], "shortlisted": [2], "above_cut": [1],
                           "known_removed": [0], "merged": [0], "recommended": [1]}, index=["sweep-000p000-005p005"])
     with pytest.raises(LensfinderError, match=r"selected == cutouts_written \+ cutouts_failed.*sweep-000p000-005p005"):
         check_accounting(table, ["type"], [])
     table["cutouts_written"], table["scored"] = 7, 7
     check_accounting(table, ["type"], [])
+    table["shortlisted"] = 0  # fewer kept for the ranking than it selected
+    with pytest.raises(LensfinderError, match="more objects above the cut than shortlisted in \\['sweep-000p000-005p005'\\]"):
+        check_accounting(table, ["type"], [])

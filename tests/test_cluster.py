@@ -100,8 +100,8 @@ def test_replacing_one_sweep_reruns_only_its_jobs_and_the_ranking(finished):
     out = run_snakemake(finished, "-n").stdout
     counts = _job_counts(out)
     # the sweep's own jobs, once each; the gathering stages again; never the training or the encoder
-    assert {k: counts.get(k) for k in ("select", "cutouts", "infer", "embed")} == \
-        {"select": 1, "cutouts": 1, "infer": 2, "embed": 1}
+    assert {k: counts.get(k) for k in ("select", "cutouts", "infer", "shortlist", "embed")} == \
+        {"select": 1, "cutouts": 1, "infer": 2, "shortlist": 1, "embed": 1}
     assert {"selection_counts", "rank", "accounting", "evaluate"} <= set(counts)
     assert not {"mock_survey", "trainset", "train", "trainset_scores", "ensemble", "pretrain"} & set(counts)
     assert "sweep-145p000-150p005" not in out.split("Job stats:")[0]
@@ -113,8 +113,9 @@ def test_replacing_a_lens_catalogue_reruns_the_training_set_and_after_not_the_cu
     catalogue.write_text("\n".join(lines[:-1]) + "\n")  # a system withdrawn
     counts = _job_counts(run_snakemake(finished, "-n").stdout)
     # the training set and everything after it; not the selection, the cutouts or the encoder
-    assert {k: counts.get(k) for k in ("trainset", "train", "trainset_scores", "ensemble", "infer", "rank")} == \
-        {"trainset": 1, "train": 2, "trainset_scores": 2, "ensemble": 1, "infer": 4, "rank": 1}
+    assert {k: counts.get(k) for k in ("trainset", "train", "trainset_scores", "ensemble", "infer", "shortlist",
+                                       "rank")} == \
+        {"trainset": 1, "train": 2, "trainset_scores": 2, "ensemble": 1, "infer": 4, "shortlist": 2, "rank": 1}
     assert not {"select", "cutouts", "mock_survey", "pretrain", "embed", "similarity_index"} & set(counts)
     # --until: the training set alone
     assert _job_counts(run_snakemake(finished, "-n", "--until", "trainset").stdout) == {"trainset": 1}

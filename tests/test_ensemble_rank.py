@@ -10,7 +10,9 @@ from astropy.table import Table
 from scipy.special import expit, logit
 
 from lensfinder.ensemble import evaluate, fit_meta_learner, meta_logit, top_n_metrics
-from lensfinder.rank import RankConfig, rank
+from lensfinder.errors import LensfinderError
+from lensfinder.rank import RankConfig, combine_scores, rank, select
+from lensfinder.shortlist import shortlist_sweep
 from lensfinder.survey import desi_names
 from lensfinder.shards import ShardWriter
 
@@ -81,12 +83,30 @@ def ranking_inputs(tmp_path):
     return tmp_path, objects
 
 
+def _rank(d, cfg, out, catalogs=None, sweeps=None, keep=None):
+    """rank() on shortlists of the fixture's objects, split into ``sweeps`` (name -> rows;
+    default one sweep of all), each shortlisted with ``keep`` (a RankConfig) or ``cfg``."""
+    objects = pd.read_parquet(d / "objects.parquet")
+    sweeps = sweeps or {"sweep-150p000-155p005": np.arange(len(objects))}
+    paths = []
+    for name, rows in sweeps.items():
+        sub = d / out / "in" / name
+        sub.mkdir(parents=True, exist_ok=True)
+        objects.iloc[rows].assign(SWEEP=name).to_parquet(sub / "objects.parquet")
+        for m in ("a", "b"):
+            s = pd.read_parquet(d / f"scores_{m}.parquet")
+            s.iloc[rows].to_parquet(sub / f"scores_{m}.parquet")
+        shortlist_sweep(name, {m: sub / f"scores_{m}.parquet" for m in ("a", "b")}, sub / "objects.parquet",
+                        d / "meta.pkl", keep or cfg, sub / "shortlist.parquet")
+        paths.append(sub / "shortlist.parquet")
+    catalogs = catalogs if catalogs is not None else [{"path": str(d / "known.csv")}]
+    return rank(paths, [d / "shards/manifest.json"], catalogs, cfg, d / out)
+
+
 def test_ranking_drops_known_systems_merges_duplicates_and_reports_nan(ranking_inputs):
     d, objects = ranking_inputs
     cfg = RankConfig(select="top_n", value=10, known_radius_arcsec=3.0, merge_radius_arcsec=5.0, mosaic_top=6)
-    summary = rank({"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"],
-                   [d / "shards/manifest.json"], d / "meta.pkl", [{"path": str(d / "known.csv"), "label": "lit"}],
-                   cfg, d / "out")
+    summary = _rank(d, cfg, "out", catalogs=[{"path": str(d / "known.csv"), "label": "lit"}])
     recs = pd.read_parquet(d / "out/recommendations.parquet")
     ids = recs.OBJID.tolist()
     assert 2 not in ids and 5 not in ids  # the catalogued system and the NaN score
@@ -116,9 +136,7 @@ def test_ranking_drops_known_systems_merges_duplicates_and_reports_nan(ranking_i
 def test_select_modes(ranking_inputs):
     d, _ = ranking_inputs
     for mode, value, expected in (("threshold", 0.5, None), ("top_fraction", 0.1, 4)):
-        summary = rank({"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"],
-                       [d / "shards/manifest.json"], d / "meta.pkl", [{"path": str(d / "known.csv")}],
-                       RankConfig(select=mode, value=value), d / mode)
+        summary = _rank(d, RankConfig(select=mode, value=value), mode)
         recs = pd.read_parquet(d / mode / "recommendations.parquet")
         if expected:
             assert summary["selected"] == expected  # ceil(0.1 * 39 scored)
@@ -142,24 +160,58 @@ def test_ranking_orders_saturated_probabilities_by_logit(ranking_inputs):
         s.loc[30, "logit"], s.loc[20, "logit"] = np.float32(20.0), np.float32(30.0)
         assert np.float32(expit(np.float32(20.0))) == np.float32(expit(np.float32(30.0))) == 1.0
         s.to_parquet(d / f"scores_{model}.parquet")
-    rank({"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"],
-         [d / "shards/manifest.json"], d / "meta.pkl", [{"path": str(d / "known.csv")}],
-         RankConfig(select="top_n", value=2), d / "sat")
+    _rank(d, RankConfig(select="top_n", value=2), "sat")
     recs = pd.read_parquet(d / "sat/recommendations.parquet")
     assert recs.OBJID.tolist() == [20, 30]
     assert recs.LOGIT_ENSEMBLE.iloc[0] > recs.LOGIT_ENSEMBLE.iloc[1]
 
 
 def test_duplicate_keys_in_a_score_file_are_an_error_naming_it(ranking_inputs):
-    from lensfinder.errors import LensfinderError
-
     d, _ = ranking_inputs
     s = pd.read_parquet(d / "scores_b.parquet")
     pd.concat([s, s.iloc[[3]]]).to_parquet(d / "scores_b.parquet")
     with pytest.raises(LensfinderError, match=r"scores_b.parquet holds 1 duplicate key.*\[\[10000, 7, 3\], \[10000, 7, 3\]\]"):
-        rank({"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"],
-             [d / "shards/manifest.json"], d / "meta.pkl", [{"path": str(d / "known.csv")}], RankConfig(), d / "x")
-    # the same key in two sweeps' tables
-    with pytest.raises(LensfinderError, match="the objects tables hold the same key in two sweeps"):
-        rank({"a": [d / "scores_a.parquet"]}, [d / "objects.parquet", d / "objects.parquet"],
-             [d / "shards/manifest.json"], d / "meta.pkl", [{"path": str(d / "known.csv")}], RankConfig(), d / "x")
+        combine_scores({"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"],
+                       d / "meta.pkl")
+    # the same key in two sweeps' shortlists
+    with pytest.raises(LensfinderError, match=r"shortlists hold the same key in two sweeps, e\.g\. \[\[10000, 7, 0\]"):
+        _rank(d, RankConfig(), "dup", sweeps={"sweep-150p000-155p005": [0, 1, 2], "sweep-155p000-160p005": [0, 4]})
+
+
+def test_per_sweep_shortlists_rank_as_the_whole_table(ranking_inputs):
+    """Split into three sweeps, each keeping its 5 best (and nothing by score): the same
+    recommendations, cut and counts as ranking every object at once; the summary records
+    what was kept."""
+    d, _ = ranking_inputs
+    cfg = RankConfig(select="top_n", value=10, mosaic_top=0)
+    whole = _rank(d, cfg, "whole")
+    sweeps = {"sweep-150p000-155p005": np.arange(0, 40, 3), "sweep-155p000-160p005": np.arange(1, 40, 3),
+              "sweep-160p000-165p005": np.arange(2, 40, 3)}
+    keep = RankConfig(select="top_n", value=10, keep_top_per_sweep=5, keep_above_score=1.0)
+    split = _rank(d, cfg, "split", sweeps=sweeps, keep=keep)
+    a, b = pd.read_parquet(d / "whole/recommendations.parquet"), pd.read_parquet(d / "split/recommendations.parquet")
+    assert b.drop(columns="SWEEP").equals(a.drop(columns="SWEEP"))
+    assert split["cut_logit_ensemble"] == whole["cut_logit_ensemble"]
+    assert split["scored_objects"] == whole["scored_objects"] == 40
+    # 5 best of each sweep, plus the NaN object (kept to be reported), the rest dropped
+    assert split["shortlists"] == {"keep_top_per_sweep": 5, "keep_above_score": 1.0, "kept": 15, "dropped": 24}
+    per_sweep = pd.read_csv(d / "split/counts_per_sweep.csv").set_index("sweep")
+    assert per_sweep["scored"].tolist() == [14, 13, 13] and per_sweep["shortlisted"].tolist() == [5, 5, 5]
+    assert per_sweep["recommended"].sum() == len(b)
+
+
+def test_a_cut_below_what_a_sweep_dropped_is_an_error_naming_the_sweep(ranking_inputs):
+    d, _ = ranking_inputs
+    sweeps = {"sweep-150p000-155p005": np.arange(0, 20), "sweep-155p000-160p005": np.arange(20, 40)}
+    keep = RankConfig(keep_top_per_sweep=2, keep_above_score=1.0)
+    # the 10 best are all in the first sweep (scores fall with the row): it kept only 2
+    with pytest.raises(LensfinderError, match=r"sweep-150p000-155p005 .*kept its top 2.*raise rank.keep_top_per_sweep"):
+        _rank(d, RankConfig(select="top_n", value=10), "short", sweeps=sweeps, keep=keep)
+    # a score floor keeps enough: every object with p >= 0.5 is kept whatever K
+    floor = RankConfig(keep_top_per_sweep=0, keep_above_score=0.5)
+    summary = _rank(d, RankConfig(select="threshold", value=0.6), "floor", sweeps=sweeps, keep=floor)
+    assert summary["selected"] == len(select(combine_scores(
+        {"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"], d / "meta.pkl"
+    ).dropna(subset=["LOGIT_ENSEMBLE"]), RankConfig(select="threshold", value=0.6)))
+    with pytest.raises(LensfinderError, match="could rank above the cut"):
+        _rank(d, RankConfig(select="threshold", value=0.4), "floor2", sweeps=sweeps, keep=floor)

@@ -175,6 +175,48 @@ def test_run_scores_every_sweep_and_ranks_recommendations(tiny_run):
     assert (res / "recommendations/mosaic.png").exists()
 
 
+def test_per_sweep_shortlists_leave_the_recommendations_unchanged(tiny_run, tmp_path, monkeypatch):
+    """Ranking the run's per-sweep shortlists gives what ranking every object at once gives:
+    the run's own recommendations; and, on the run's scores, a top 10 from shortlists of
+    each sweep's 10 best (most objects dropped)."""
+    import json
+
+    import pandas as pd
+
+    from lensfinder.rank import RankConfig, rank
+    from lensfinder.shortlist import shortlist_sweep
+
+    work, _, _ = tiny_run
+    res = work / "results/mock"
+    monkeypatch.chdir(work)  # the config's catalogue paths are the workflow's
+    cfg = tiny_config()
+    manifests = [res / f"cutouts/{s}/manifest.json" for s in SWEEPS]
+
+    def ranked(keep: RankConfig, select: RankConfig, out):
+        paths = []
+        for sweep in SWEEPS:
+            path = tmp_path / out / f"{sweep}.parquet"
+            shortlist_sweep(sweep, {m: res / f"scores/{m}/{sweep}.parquet" for m in ("resnet", "shielded")},
+                            res / f"objects/{sweep}.parquet", res / "ensemble/meta.pkl", keep, path)
+            paths.append(path)
+        summary = rank(paths, manifests, cfg["lens_catalogs"], select, tmp_path / out)
+        return summary, pd.read_parquet(tmp_path / out / "recommendations.parquet")
+
+    everything = RankConfig.from_dict({**cfg["rank"], "keep_top_per_sweep": 10**9})
+    whole, recs = ranked(everything, everything, "whole")
+    assert whole["shortlists"]["dropped"] == 0
+    run = json.loads((res / "recommendations/summary.json").read_text())
+    assert {k: v for k, v in run.items() if k != "shortlists"} == {k: v for k, v in whole.items() if k != "shortlists"}
+    assert pd.read_parquet(res / "recommendations/recommendations.parquet").equals(recs)
+
+    top10 = RankConfig.from_dict({**cfg["rank"], "value": 10, "keep_top_per_sweep": 10, "keep_above_score": 1.0})
+    short, recs_short = ranked(top10, top10, "short")
+    whole10, recs_whole = ranked(everything, top10, "whole10")
+    assert short["shortlists"]["kept"] == 20 and short["shortlists"]["dropped"] == run["scored_objects"] - 20
+    assert {k: v for k, v in short.items() if k != "shortlists"} == {k: v for k, v in whole10.items() if k != "shortlists"}
+    assert recs_short.equals(recs_whole) and len(recs_short) > 0
+
+
 def test_run_evaluates_on_never_seen_objects_and_prints_the_results_table(tiny_run):
     import json
 

@@ -6,12 +6,13 @@ Columns, in the order an object meets them:
 * ``sweep_rows``; ``cut_<name>`` removed by each selection cut; ``selected``;
 * ``cutouts_written``, ``cutouts_failed`` and ``failed_<reason>`` per reject reason;
 * ``scored`` (rows of every model's score table: all models must agree), ``nan_scores``;
+* ``shortlisted`` (kept by the sweep's shortlist for the ranking);
 * ``above_cut`` (selected by the recommendation cut), ``known_removed``, ``merged``,
   ``recommended``.
 
 Identities checked on every line: sweep_rows - cuts = selected; selected = written +
 failed = written + the failures by reason; written = scored (each model); above_cut =
-known_removed + merged + recommended <= scored - nan_scores.
+known_removed + merged + recommended <= shortlisted <= scored - nan_scores.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def build_accounting(run_dir, sweeps, models, out_path) -> pd.DataFrame:
     table = table.join(ranked.drop(columns=["scored"]), how="outer")
     reason_cols = sorted(c for c in table.columns if c.startswith("failed_"))
     order = ["sweep_rows", *(f"cut_{c}" for c in cuts), "selected", "cutouts_written", "cutouts_failed", *reason_cols,
-             "scored", "nan_scores", "above_cut", "known_removed", "merged", "recommended"]
+             "scored", "nan_scores", "shortlisted", "above_cut", "known_removed", "merged", "recommended"]
     table = table.reindex(index=list(sweeps), columns=order).fillna(0).astype(int)
     table.loc["total"] = table.sum()
     check_accounting(table, cuts, reason_cols)
@@ -93,6 +94,9 @@ def check_accounting(table: pd.DataFrame, cuts, reason_cols):
         if len(bad):
             raise LensfinderError(f"accounting does not add up ({name}) for sweep(s) {list(bad.index)[:3]}: "
                                   "an object was lost between stages; re-run the stages of those sweeps")
-    over = table[table["above_cut"] > table["scored"] - table["nan_scores"]]
+    over = table[table["above_cut"] > table["shortlisted"]]
     if len(over):
-        raise LensfinderError(f"accounting: more objects above the cut than finite scores in {list(over.index)[:3]}")
+        raise LensfinderError(f"accounting: more objects above the cut than shortlisted in {list(over.index)[:3]}")
+    over = table[table["shortlisted"] > table["scored"] - table["nan_scores"]]
+    if len(over):
+        raise LensfinderError(f"accounting: more objects shortlisted than finite scores in {list(over.index)[:3]}")

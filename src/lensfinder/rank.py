@@ -1,5 +1,9 @@
-"""Ranked recommendations: combine every sweep's scores, select, drop known systems,
+"""Ranked recommendations: merge every sweep's shortlist, select, drop known systems,
 merge duplicates, rank, and write tables, a summary and mosaics for visual inspection.
+
+The ensemble scores are computed per sweep next to inference (``lensfinder.shortlist``),
+and each sweep keeps only what the ranking could need, so memory here follows the
+shortlists, not the survey; the ranking checks that nothing dropped could pass its cut.
 
 Selection (``RankConfig.select``): ``threshold`` (ensemble probability >= value),
 ``top_fraction`` (paper IV: the top 0.01 percentile, value 1e-4) or ``top_n``.
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
+from scipy.special import expit, logit
 
 from .catalogs import CatalogSpec, union_catalogs
 from .crossmatch import friends_of_friends, nearest
@@ -37,6 +41,8 @@ class RankConfig:
     known_radius_arcsec: float = 3.0
     merge_radius_arcsec: float = 5.0
     mosaic_top: int = 48
+    keep_top_per_sweep: int = 1000  # per-sweep shortlist: its best objects ...
+    keep_above_score: float = 0.5  # ... and every object with an ensemble probability at least this
 
     @classmethod
     def from_dict(cls, d):
@@ -81,13 +87,19 @@ def _unique(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     return frame
 
 
-def select(table: pd.DataFrame, cfg: RankConfig) -> pd.DataFrame:
-    """The objects above the recommendation cut, best first (ranked by the ensemble logit)."""
-    ranked = table.sort_values("LOGIT_ENSEMBLE", ascending=False, kind="stable")
+def ranking_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Best first: by ensemble logit, ties by key (the same order whatever the row order)."""
+    return table.sort_values(["LOGIT_ENSEMBLE", *KEY], ascending=[False, True, True, True], kind="stable")
+
+
+def select(table: pd.DataFrame, cfg: RankConfig, n_scored: int | None = None) -> pd.DataFrame:
+    """The objects above the recommendation cut, best first (ranked by the ensemble logit).
+    ``n_scored``: the finite scores that ``top_fraction`` is a fraction of (default: the table's rows)."""
+    ranked = ranking_order(table)
     if cfg.select == "threshold":
         return ranked[ranked["SCORE_ENSEMBLE"] >= cfg.value]
     if cfg.select == "top_fraction":
-        n = max(1, int(np.ceil(cfg.value * len(table))))
+        n = max(1, int(np.ceil(cfg.value * (len(table) if n_scored is None else n_scored))))
     elif cfg.select == "top_n":
         n = int(cfg.value)
     else:
@@ -95,17 +107,28 @@ def select(table: pd.DataFrame, cfg: RankConfig) -> pd.DataFrame:
     return ranked.head(n)
 
 
-def rank(score_paths: dict, objects_paths, manifests, meta_path, catalog_specs, cfg: RankConfig, out_dir) -> dict:
+def rank(shortlist_paths, manifests, catalog_specs, cfg: RankConfig, out_dir) -> dict:
+    """Rank the sweeps' shortlists (``lensfinder.shortlist``: ``<sweep>.parquet`` with its
+    ``<sweep>.json`` beside) and write the recommendations, their summary and mosaic."""
+    from .shortlist import check_cut_covers_shortlists, read_shortlists
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = combine_scores(score_paths, objects_paths, meta_path)
+    table, infos = read_shortlists(shortlist_paths)
+    n_scored = sum(i["scored"] for i in infos)
+    n_finite = n_scored - sum(i["nan_scores"] for i in infos)
     nan = table[table["SCORE_ENSEMBLE"].isna()]
     with atomic_path(out_dir / "nan_scores.csv") as tmp:
         nan[[*KEY, "RA", "DEC", "SWEEP"]].to_csv(tmp, index=False)
     if len(nan):
         log.warning("%d object(s) have NaN scores and are not ranked (listed in nan_scores.csv)", len(nan))
     scored = table[table["SCORE_ENSEMBLE"].notna()]
-    chosen = select(scored, cfg)
+    chosen = select(scored, cfg, n_finite)
+    if cfg.select == "threshold":
+        bar = float(logit(cfg.value))
+    else:
+        bar = float(chosen["LOGIT_ENSEMBLE"].min()) if len(chosen) else -np.inf
+    check_cut_covers_shortlists(bar, infos)
 
     # drop known systems
     systems, _ = union_catalogs([CatalogSpec.from_dict(c) for c in catalog_specs])
@@ -136,18 +159,22 @@ def rank(score_paths: dict, objects_paths, manifests, meta_path, catalog_specs, 
         known[[*KEY, "RA", "DEC", "SCORE_ENSEMBLE", "LOGIT_ENSEMBLE", "KNOWN_NAME", "KNOWN_CATALOGS", "SEPARATION_ARCSEC"]].to_csv(tmp, index=False)
 
     summary = {
-        "scored_objects": int(len(table)), "nan_scores": int(len(nan)), "selection": {"mode": cfg.select, "value": cfg.value},
+        "scored_objects": int(n_scored), "nan_scores": int(len(nan)), "selection": {"mode": cfg.select, "value": cfg.value},
         "selected": int(len(chosen)),
         # the cut as a score: every object whose ensemble logit is at least this was selected
         "cut_logit_ensemble": float(chosen["LOGIT_ENSEMBLE"].min()) if len(chosen) else None,
         "known_systems_removed": int(len(known)),
         "merged_duplicates": int((~keep).sum()), "recommendations": int(len(recs)),
         "per_type": recs["TYPE"].value_counts().to_dict(), "per_region": recs["REGION"].value_counts().to_dict(),
+        # what the shortlists kept (the settings they were made with, a list where sweeps differ)
+        "shortlists": {**{k: _one_or_all(i[k] for i in infos) for k in ("keep_top_per_sweep", "keep_above_score")},
+                       "kept": int(sum(i["kept"] for i in infos)), "dropped": int(sum(i["dropped"] for i in infos))},
     }
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
+    counts = pd.DataFrame(infos, columns=["sweep", "scored", "nan_scores", "kept"]).set_index("sweep")
     per_sweep = pd.DataFrame({
-        "scored": table.groupby("SWEEP").size(), "nan_scores": nan.groupby("SWEEP").size(),
+        "scored": counts["scored"], "nan_scores": counts["nan_scores"], "shortlisted": counts["kept"],
         "above_cut": chosen.groupby("SWEEP").size(), "known_removed": known.groupby("SWEEP").size(),
         "merged": merged_rows.groupby("SWEEP").size(), "recommended": recs.groupby("SWEEP").size(),
     }).fillna(0).astype(int).rename_axis("sweep").reset_index()
@@ -155,6 +182,11 @@ def rank(score_paths: dict, objects_paths, manifests, meta_path, catalog_specs, 
         per_sweep.to_csv(tmp, index=False)
     _mosaic(out_dir / "mosaic.png", recs.head(cfg.mosaic_top), manifests)
     return summary
+
+
+def _one_or_all(values):
+    values = sorted(set(values))
+    return values[0] if len(values) == 1 else values
 
 
 def _write_tables(out_dir, recs, stem="recommendations"):

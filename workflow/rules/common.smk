@@ -56,15 +56,19 @@ def per_node_launch(wildcards, resources):
     return f"{mpi} --ntasks-per-node=1 " if mpi else ""
 
 
-def sweep_scores(model):
-    """One base model's score table per sweep (the probe's come from rule probe)."""
-    pattern = f"{EMBED}/probe/scores/{{sweep}}.parquet" if model == "probe" else f"{RESULTS}/scores/{model}/{{sweep}}.parquet"
-    return expand(pattern, sweep=SWEEPS)
+def score_pattern(model):
+    """Where a base model's score table of a sweep is (the probe's come from rule probe)."""
+    return f"{EMBED}/probe/scores/{{sweep}}.parquet" if model == "probe" else f"{RESULTS}/scores/{model}/{{sweep}}.parquet"
 
 
 def model_scores(wildcards):
     """Every sweep's scores, one named input per base model (scores_<model>)."""
-    return {f"scores_{m}": sweep_scores(m) for m in MODELS}
+    return {f"scores_{m}": expand(score_pattern(m), sweep=SWEEPS) for m in MODELS}
+
+
+def sweep_model_scores(wildcards):
+    """One sweep's scores, one named input per base model (scores_<model>)."""
+    return {f"scores_{m}": score_pattern(m).format(sweep=wildcards.sweep) for m in MODELS}
 
 
 def model_trainset_inputs(wildcards):

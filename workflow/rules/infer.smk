@@ -1,4 +1,5 @@
-# Inference (one job per sweep and model), the meta-learner, and the ranked recommendations.
+# Inference (one job per sweep and model), the meta-learner, each sweep's shortlist (its
+# ensemble scores, cut to what the ranking could need) and the ranked recommendations.
 
 
 rule infer:
@@ -62,12 +63,33 @@ rule ensemble:
         "../scripts/ensemble.py"
 
 
+rule shortlist:
+    input:
+        unpack(sweep_model_scores),
+        objects=f"{RESULTS}/objects/{{sweep}}.parquet",
+        meta=f"{RESULTS}/ensemble/meta.pkl",
+    output:
+        parquet=f"{RESULTS}/ensemble/sweeps/{{sweep}}.parquet",
+        info=f"{RESULTS}/ensemble/sweeps/{{sweep}}.json",
+    log:
+        f"{RESULTS}/logs/shortlist/{{sweep}}.log",
+    params:
+        models=MODELS,
+        rank=config["rank"],
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../../envs/lensfinder.yaml"
+    script:
+        "../scripts/shortlist.py"
+
+
 rule rank:
     input:
-        unpack(model_scores),
-        objects=expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
+        shortlists=expand(f"{RESULTS}/ensemble/sweeps/{{sweep}}.parquet", sweep=SWEEPS),
+        infos=expand(f"{RESULTS}/ensemble/sweeps/{{sweep}}.json", sweep=SWEEPS),
         manifests=expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
-        meta=f"{RESULTS}/ensemble/meta.pkl",
         catalogs=catalog_input_files(config["lens_catalogs"]),
     output:
         parquet=f"{RESULTS}/recommendations/recommendations.parquet",
@@ -84,7 +106,6 @@ rule rank:
     log:
         f"{RESULTS}/logs/rank.log",
     params:
-        models=MODELS,
         catalogs=config["lens_catalogs"],
         catalog_versions=catalog_versions(config["lens_catalogs"]),
         rank=config["rank"],
