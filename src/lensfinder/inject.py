@@ -708,21 +708,22 @@ def training_injections(table: pd.DataFrame, object_paths, cutouts: ShardCollect
     return frame, images
 
 
-def add_training_injections(table: pd.DataFrame, images: dict, object_paths, cutouts: ShardCollection, cfg,
+def add_training_injections(table: pd.DataFrame, images: dict, object_paths, objects, cfg,
                             catalog_specs=(), out_dir=None) -> pd.DataFrame:
     """``build_trainset``'s hook: label every row's SOURCE (catalogue, random) and, with
     ``cfg.injections`` > 0 (a TrainsetConfig), append that many injected positives
     (SOURCE=injection, SPLIT=train, LABEL=1, INJECTION_ID >= 0) whose images go into
-    ``images`` (key -> cutout); their parameters go to ``out_dir/injections.parquet``."""
+    ``images`` (key -> cutout); their parameters go to ``out_dir/injections.parquet``.
+    ``objects``: the run's ``ObjectPool`` (every shard set is opened only with injections)."""
     table = table.copy()
     table["SOURCE"] = np.where(table["LABEL"].to_numpy() == 1, "catalogue", "random")
     table["INJECTION_ID"] = -1
     n = int(getattr(cfg, "injections", 0) or 0)
     if n <= 0:
         return table
-    from .trainset import stratum_of
+    from .object_pool import stratum_of
 
-    rows, injected = training_injections(table, object_paths, cutouts, n, getattr(cfg, "injection", None),
+    rows, injected = training_injections(table, object_paths, objects.collection(), n, getattr(cfg, "injection", None),
                                          catalog_specs, getattr(cfg, "truth", None))
     if rows.empty:
         log.warning("trainset.injections: no deflector available, no injected positive added")

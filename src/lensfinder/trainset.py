@@ -50,7 +50,8 @@ import pandas as pd
 from .catalogs import CatalogSpec, grade_ok, union_catalogs
 from .crossmatch import friends_of_friends_square, nearest, pairs_in_square, pairs_within, tangent_offsets_arcsec
 from .errors import LensfinderError, atomic_path
-from .shards import KEY, ShardCollection
+from .object_pool import ObjectPool, stratum_of
+from .shards import KEY
 
 log = logging.getLogger(__name__)
 PIXSCALE = 0.262
@@ -100,10 +101,6 @@ def read_key_list(path) -> set:
     if missing:
         raise LensfinderError(f"key list {path} lacks column(s) {missing}: list objects by RELEASE, BRICKID, OBJID")
     return set(key_tuples(frame))
-
-
-def stratum_of(frame) -> pd.Series:
-    return frame["TYPE"].astype(str) + "|" + frame["REGION"].astype(str) + "|" + frame["ZEXP_BIN"].astype(str)
 
 
 def cutout_half_width_arcsec(size: int) -> float:
@@ -190,11 +187,9 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     """Build the training set in ``out_dir``; returns the summary dict."""
     out_dir = Path(out_dir)
     rng = np.random.default_rng(cfg.seed)
-    objects = pd.concat([pd.read_parquet(p) for p in object_paths], ignore_index=True)
-    objects["STRATUM"] = stratum_of(objects)
-    objects["KEY"] = key_tuples(objects)
-    cutouts = ShardCollection(manifests)
-    size = cutouts.shape[-1] if cutouts.shape else 101
+    # compact arrays of every object, sweep by sweep; full rows only for the objects drawn
+    objects = ObjectPool(object_paths, manifests, progress=progress)
+    size = objects.shape[-1] if objects.shape else 101
     half_width = cutout_half_width_arcsec(size)
     systems, problems = union_catalogs([CatalogSpec.from_dict(s) for s in catalog_specs], cfg.dedup_radius_arcsec, cfg.strict)
     exclusions = []
@@ -205,17 +200,17 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
 
     # 1. positives
     usable = systems[grade_ok(systems["grade"], cfg.grades)].reset_index(drop=True)
-    idx, sep = nearest(usable["ra"].to_numpy(), usable["dec"].to_numpy(), objects["RA"].to_numpy(),
-                       objects["DEC"].to_numpy(), cfg.match_radius_arcsec)
+    idx, sep = nearest(usable["ra"].to_numpy(), usable["dec"].to_numpy(), objects.ra, objects.dec,
+                       cfg.match_radius_arcsec)
     usable["object"], usable["sep_arcsec"] = idx, sep
     matched = usable[usable["object"] >= 0].sort_values("sep_arcsec").drop_duplicates("object")
-    positives = objects.iloc[matched["object"].to_numpy()].copy()
+    positives = objects.rows(matched["object"].to_numpy())
     positives["SYSTEM_NAME"] = matched["name"].to_numpy()
     positives["SOURCE_CATALOG"] = matched["catalogs"].to_numpy()
     fetched = {}
     keep = []
     for _, row in positives.iterrows():
-        if row["KEY"] in cutouts:
+        if row["HAS_CUTOUT"]:
             keep.append(True)
         elif cfg.service_url:
             fetched[row["KEY"]] = _fetch_from_service(cfg, row, size, out_dir)
@@ -229,7 +224,6 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
             "no catalogued lens matches a selected object with a cutout: check lens_catalogs, "
             "trainset.match_radius_arcsec and trainset.grades (an empty training set is never written)"
         )
-    positive_keys = set(positives["KEY"])
 
     # 2-3. nonlenses, stratum by stratum, filtered as drawn
     scorer = None
@@ -243,25 +237,30 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     if cfg.hard_negatives_as not in ("nonlenses", "exclude"):
         raise LensfinderError(f"trainset.hard_negatives_as is {cfg.hard_negatives_as!r}: use nonlenses or exclude")
     hidden = _hidden_lens_keys(cfg.truth)
-    pool = objects[~objects["KEY"].isin(positive_keys)]
+    positive_index = positives["POOL_INDEX"].to_numpy()  # never drawn as nonlenses
     known_ra = np.concatenate([systems["ra"].to_numpy(), positives["RA"].to_numpy()])
     known_dec = np.concatenate([systems["dec"].to_numpy(), positives["DEC"].to_numpy()])
     known_names = [f"catalogued system {n!r}" if n else "an unnamed catalogued system" for n in systems["name"]]
     known_names += [f"positive {k}" for k in positives["KEY"]]
-    pool = pool.assign(NEAR_DETAIL=near_known(pool["RA"].to_numpy(), pool["DEC"].to_numpy(), known_ra, known_dec,
-                                              known_names, half_width, cfg.filter_radius_arcsec))
+
+    def nonlens_rows(idx):
+        """Drawn nonlenses' full rows, with what filter a says of each (NEAR_DETAIL)."""
+        rows = objects.rows(idx)
+        return rows.assign(NEAR_DETAIL=near_known(rows["RA"].to_numpy(), rows["DEC"].to_numpy(), known_ra, known_dec,
+                                                  known_names, half_width, cfg.filter_radius_arcsec))
+
     strata_rows, nonlenses, review = [], [], []
     counts_b = {"hidden_before_b": 0, "hidden_after_b": 0}
     for stratum, n_pos in positives["STRATUM"].value_counts().sort_index().items():
         target = int(round(cfg.ratio * n_pos))
-        cand = pool[pool["STRATUM"] == stratum].sort_values(list(KEY))
-        cand = cand.iloc[rng.permutation(len(cand))]
+        cand = objects.in_stratum(stratum, exclude=positive_index)  # sorted by key, then shuffled (seeded)
+        cand = cand[rng.permutation(len(cand))]
         accepted = []
         pos = 0
         while len(accepted) < target and pos < len(cand):
-            chunk = cand.iloc[pos : pos + (target - len(accepted))]
+            chunk = nonlens_rows(cand[pos : pos + (target - len(accepted))])
             pos += len(chunk)
-            accepted += _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hard, hidden, exclude, review,
+            accepted += _filter_chunk(chunk, cfg, scorer, objects, rejected, excluded, hard, hidden, exclude, review,
                                       counts_b)
         short = target - len(accepted)
         if short > 0:
@@ -273,7 +272,7 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
         strata_rows.append({"stratum": stratum, "lenses": int(n_pos), "target_nonlenses": target,
                             "nonlenses": len(accepted), "shortfall": max(short, 0), "candidates": len(cand)})
         nonlenses += accepted
-    nonlens_frame = pd.DataFrame(nonlenses) if nonlenses else pool.iloc[:0]
+    nonlens_frame = pd.DataFrame(nonlenses) if nonlenses else nonlens_rows([])
     nonlens_frame = nonlens_frame.assign(SYSTEM_NAME="", SOURCE_CATALOG="random")
     table = pd.concat([positives.assign(LABEL=1), nonlens_frame.assign(LABEL=0)], ignore_index=True)
     if "SCORE_PREVIOUS" not in table:
@@ -287,22 +286,24 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     # 4b. SOURCE of every row; injected positives (trainset.injections) join the training split only
     from .inject import add_training_injections
 
-    table = add_training_injections(table, fetched, object_paths, cutouts, cfg, catalog_specs, out_dir)
-    hard_counts = {"listed": len(hard), "as": cfg.hard_negatives_as,
-                   "selected_nonlens_candidates": int(pool["KEY"].isin(hard).sum())}
+    table = add_training_injections(table, fetched, object_paths, objects, cfg, catalog_specs, out_dir)
+    hard_index = np.setdiff1d(objects.find(hard), positive_index)
+    hard_counts = {"listed": len(hard), "as": cfg.hard_negatives_as, "selected_nonlens_candidates": int(len(hard_index))}
     if hard and cfg.hard_negatives_as == "nonlenses":
-        table = _add_hard_negatives(table, pool, hard, cutouts, half_width, exclude)
+        table = _add_hard_negatives(table, nonlens_rows(hard_index), hard, half_width, exclude)
     hard_counts["added_as_nonlenses"] = int((table["SOURCE"] == "hard_negative").sum())
     table = table.sort_values(["SPLIT", "LABEL", "STRATUM", *KEY], ascending=[True, False, True, True, True, True])
     table = table.reset_index(drop=True)
     table["ROW"] = np.arange(len(table))
 
-    images = np.stack([fetched[k] if k in fetched else cutouts.get(k) for k in table["KEY"]]).astype(np.float16)
+    local = [k for k in table["KEY"] if k not in fetched]
+    local_images = dict(zip(local, objects.stack(local)))
+    images = np.stack([fetched[k] if k in fetched else local_images[k] for k in table["KEY"]]).astype(np.float16)
     hidden_in_final = int(table["KEY"].isin(hidden).sum()) if hidden else None
     summary = _summary(table, strata_rows, exclusions, problems, systems, usable, matched, counts_b, hidden,
                        hidden_in_final, cfg, half_width, split_groups)
     summary["hard_negatives"] = hard_counts
-    _write_outputs(out_dir, table, images, exclusions, summary, review, cutouts, cfg)
+    _write_outputs(out_dir, table, images, exclusions, summary, review, objects, cfg)
     return summary
 
 
@@ -312,7 +313,7 @@ def _review_row(row, score, status) -> dict:
             "STRATUM": row["STRATUM"], "score": float(score), "status": status}
 
 
-def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hard, hidden, exclude, review, counts_b):
+def _filter_chunk(chunk, cfg, scorer, objects, rejected, excluded, hard, hidden, exclude, review, counts_b):
     """Steps a, b, c on a chunk of drawn nonlenses; returns the accepted rows (dicts)."""
     accepted = []
     rows = []
@@ -321,7 +322,7 @@ def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hard, hidden,
             if cfg.hard_negatives_as == "exclude":
                 exclude(row, "hard_negative", "listed in trainset.hard_negatives")
             continue
-        if row["KEY"] not in cutouts:
+        if not row["HAS_CUTOUT"]:
             exclude(row, "no_cutout", "its cutout failed (see the sweep's failures table)")
         elif isinstance(row["NEAR_DETAIL"], str):
             exclude(row, "near_known_system", row["NEAR_DETAIL"])
@@ -331,7 +332,7 @@ def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hard, hidden,
     if rows and scorer is not None:
         from .scoring import score_array
 
-        scores = score_array(scorer, cutouts.stack([r["KEY"] for r in rows]))
+        scores = score_array(scorer, objects.stack([r["KEY"] for r in rows]))
     for row, score in zip(rows, scores):
         is_hidden = row["KEY"] in hidden
         counts_b["hidden_before_b"] += is_hidden
@@ -359,16 +360,16 @@ def _filter_chunk(chunk, cfg, scorer, cutouts, rejected, excluded, hard, hidden,
     return accepted
 
 
-def _add_hard_negatives(table, pool, hard, cutouts, half_width, exclude):
-    """Step 5: the listed hard negatives as training nonlenses (SOURCE=hard_negative)."""
-    rows = pool[pool["KEY"].isin(hard)]
+def _add_hard_negatives(table, rows, hard, half_width, exclude):
+    """Step 5: the listed hard negatives (``rows``: those among the selected nonlens
+    candidates) as training nonlenses (SOURCE=hard_negative)."""
     keep = np.ones(len(rows), dtype=bool)
     val = table[table["SPLIT"] == "val"]
     i, _ = pairs_in_square(rows["RA"].to_numpy(), rows["DEC"].to_numpy(), val["RA"].to_numpy(), val["DEC"].to_numpy(),
                            half_width)
     overlapping = set(i.tolist())
     for n, (_, row) in enumerate(rows.iterrows()):
-        if row["KEY"] not in cutouts:
+        if not row["HAS_CUTOUT"]:
             exclude(row, "no_cutout", "a hard negative whose cutout failed (see the sweep's failures table)")
         elif isinstance(row["NEAR_DETAIL"], str):
             exclude(row, "near_known_system", row["NEAR_DETAIL"])
@@ -438,7 +439,7 @@ def _summary(table, strata_rows, exclusions, problems, systems, usable, matched,
     return summary
 
 
-def _write_outputs(out_dir, table, images, exclusions, summary, review, cutouts, cfg):
+def _write_outputs(out_dir, table, images, exclusions, summary, review, objects, cfg):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -457,7 +458,7 @@ def _write_outputs(out_dir, table, images, exclusions, summary, review, cutouts,
     review_frame = review_frame.sort_values("score", ascending=False)
     with atomic_path(out_dir / "review.csv") as tmp:
         review_frame.to_csv(tmp, index=False)
-    _plot_review(out_dir / "review.png", review_frame, cutouts, cfg)
+    _plot_review(out_dir / "review.png", review_frame, objects, cfg)
     with atomic_path(out_dir / "summary.csv") as tmp:
         pd.DataFrame(summary["strata"]).to_csv(tmp, index=False)
     _plot_summary(out_dir / "summary.png", summary)
@@ -465,7 +466,7 @@ def _write_outputs(out_dir, table, images, exclusions, summary, review, cutouts,
         tmp.write_text(json.dumps(summary, indent=1, default=str))
 
 
-def _plot_review(path, review_frame, cutouts, cfg):
+def _plot_review(path, review_frame, objects, cfg):
     """Mosaic of the nonlenses the previous model scored above the review threshold."""
     import matplotlib
 
@@ -486,7 +487,7 @@ def _plot_review(path, review_frame, cutouts, cfg):
         else:
             keys = key_tuples(top)
             labels = [f"{b}/{o} p={s:.2f}" for (_, b, o), s in zip(keys, top["score"])]
-            save_mosaic(cutouts.stack(keys), tmp, labels)
+            save_mosaic(objects.stack(keys), tmp, labels)
 
 
 def _plot_summary(path, summary):

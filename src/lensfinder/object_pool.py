@@ -1,0 +1,154 @@
+"""The run's selected objects as the training set draws from them: read one sweep at a
+time into compact arrays (key, position, stratum, sweep, row, the shard set holding its
+cutout), about 70 bytes per object, so that DR10's 43.5M objects fit in a few GB. Full
+rows and cutouts are read back only for the objects drawn, sweep by sweep.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .errors import LensfinderError
+from .shards import KEY, ShardCollection, ShardSet
+
+POOL_COLUMNS = [*KEY, "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN"]
+_BITS = (19, 22, 22)  # RELEASE, BRICKID, OBJID: one int64 per key
+
+
+def pack_keys(release, brickid, objid) -> np.ndarray:
+    """(RELEASE, BRICKID, OBJID) packed into one int64 (19 + 22 + 22 bits), for sorting and
+    matching keys without Python tuples."""
+    parts = [np.asarray(a, dtype=np.int64) for a in (release, brickid, objid)]
+    for name, a, bits in zip(KEY, parts, _BITS):
+        if len(a) and (a.min() < 0 or a.max() >= 1 << bits):
+            raise LensfinderError(f"{name} values outside 0..{(1 << bits) - 1}: not a Legacy Surveys key")
+    return (parts[0] << (_BITS[1] + _BITS[2])) | (parts[1] << _BITS[2]) | parts[2]
+
+
+def stratum_of(frame) -> pd.Series:
+    """The training set's stratum: TYPE|REGION|ZEXP_BIN."""
+    return frame["TYPE"].astype(str) + "|" + frame["REGION"].astype(str) + "|" + frame["ZEXP_BIN"].astype(str)
+
+
+def _shard_keys(manifest_path) -> pd.DataFrame:
+    """The keys a sweep's shard set holds (its index files' key columns only)."""
+    manifest_path = Path(manifest_path)
+    manifest = json.loads(manifest_path.read_text())
+    frames = [pq.read_table(manifest_path.parent / s["index"], columns=list(KEY)).to_pandas()
+              for s in manifest["shards"]]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({k: pd.Series(dtype="int64") for k in KEY})
+
+
+class ObjectPool:
+    """Every selected object of the run, one row per object in the order of
+    ``object_paths`` (sweep by sweep), and the shard sets (``manifests``) holding their
+    cutouts; an object in none has no cutout."""
+
+    def __init__(self, object_paths, manifests, progress=False):
+        self.object_paths, self.manifests = [Path(p) for p in object_paths], [Path(m) for m in manifests]
+        codes: dict[str, int] = {}
+        parts = []
+        paths = self.object_paths
+        if progress:
+            from tqdm import tqdm
+
+            paths = tqdm(paths, desc="objects", unit="sweep")
+        for i, path in enumerate(paths):
+            t = pq.read_table(path, columns=POOL_COLUMNS).to_pandas()
+            names = stratum_of(t)
+            for name in names.unique():
+                codes.setdefault(name, len(codes))
+            parts.append({"key": pack_keys(*(t[k] for k in KEY)), "ra": t["RA"].to_numpy(np.float64),
+                          "dec": t["DEC"].to_numpy(np.float64), "stratum": names.map(codes).to_numpy(np.int32),
+                          "sweep": np.full(len(t), i, np.int32), "row": np.arange(len(t), dtype=np.int64)})
+        cols = ("key", "ra", "dec", "stratum", "sweep", "row")
+        arrays = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0, np.int64) for c in cols}
+        self.key, self.ra, self.dec = arrays["key"], arrays["ra"].astype(np.float64), arrays["dec"].astype(np.float64)
+        self.stratum, self.sweep, self.row = arrays["stratum"], arrays["sweep"], arrays["row"]
+        self.strata = list(codes)  # code -> name
+        self._by_key = np.argsort(self.key, kind="stable")
+        # the shard set of each object's cutout (-1: none), one set's keys at a time
+        self.shard_set = np.full(len(self.key), -1, np.int32)
+        for j, manifest in enumerate(self.manifests):
+            self.shard_set[self._locate(pack_keys(*(_shard_keys(manifest)[k] for k in KEY)))] = j
+        self.has_cutout = self.shard_set >= 0
+        self._open = lru_cache(maxsize=8)(lambda i: ShardSet(self.manifests[i]))
+        shapes = {tuple(json.loads(m.read_text())["shape"]) for m in self.manifests}
+        if len(shapes) > 1:
+            raise LensfinderError(f"cutout shards of different shapes {sorted(shapes)}: re-run cutouts with one size")
+        self.shape = shapes.pop() if shapes else None
+
+    def __len__(self):
+        return len(self.ra)
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.key, self.ra, self.dec, self.stratum, self.sweep, self.row, self._by_key,
+                                      self.shard_set, self.has_cutout))
+
+    def _locate(self, packed) -> np.ndarray:
+        """Pool indices of the packed keys that are in the pool (others are skipped)."""
+        packed = np.asarray(packed, dtype=np.int64)
+        if len(self.key) == 0 or len(packed) == 0:
+            return np.zeros(0, np.int64)
+        at = np.minimum(np.searchsorted(self.key, packed, sorter=self._by_key), len(self.key) - 1)
+        return self._by_key[at[self.key[self._by_key[at]] == packed]]
+
+    def in_stratum(self, name: str, exclude=None) -> np.ndarray:
+        """Pool indices of the stratum's objects (less ``exclude``), sorted by key."""
+        code = self.strata.index(name) if name in self.strata else -1
+        mask = self.stratum == code
+        if exclude is not None and len(exclude):
+            mask[np.asarray(exclude, dtype=np.int64)] = False
+        idx = np.flatnonzero(mask)
+        return idx[np.argsort(self.key[idx], kind="stable")]
+
+    def find(self, keys) -> np.ndarray:
+        """Pool indices (ascending) of the objects whose key is in ``keys``."""
+        keys = np.array(sorted({tuple(int(v) for v in k) for k in keys}), dtype=np.int64).reshape(-1, 3)
+        return np.sort(self._locate(pack_keys(keys[:, 0], keys[:, 1], keys[:, 2])))
+
+    def rows(self, idx) -> pd.DataFrame:
+        """Full object rows (every column of the objects tables) of pool indices ``idx``, in
+        that order, with STRATUM, KEY, HAS_CUTOUT and POOL_INDEX."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) == 0:
+            frame = pq.read_table(self.object_paths[0]).to_pandas().iloc[:0] if self.object_paths else pd.DataFrame()
+        else:
+            pieces, order = [], []
+            for s in np.unique(self.sweep[idx]):
+                at = np.flatnonzero(self.sweep[idx] == s)
+                pieces.append(pq.read_table(self.object_paths[s]).take(self.row[idx[at]]).to_pandas())
+                order.append(at)
+            frame = pd.concat(pieces, ignore_index=True)
+            frame = frame.iloc[np.argsort(np.concatenate(order), kind="stable")].reset_index(drop=True)
+        frame["STRATUM"] = stratum_of(frame)
+        frame["KEY"] = list(zip(*(frame[k].astype(np.int64).tolist() for k in KEY)))
+        frame["HAS_CUTOUT"] = self.has_cutout[idx]
+        frame["POOL_INDEX"] = idx
+        return frame
+
+    def stack(self, keys) -> np.ndarray:
+        """(N, 3, H, W) fp16 cutouts of ``keys``, in their order (read from their sweeps' shards)."""
+        keys = [tuple(int(v) for v in k) for k in keys]
+        if not keys:
+            return np.zeros((0, *self.shape), np.float16)
+        found = self.find(keys)
+        where = dict(zip(self.key[found].tolist(), found.tolist()))
+        packed = pack_keys(*np.array(keys, dtype=np.int64).T).tolist()
+        sets = [int(self.shard_set[where[p]]) if p in where else -1 for p in packed]
+        out = np.empty((len(keys), *self.shape), np.float16)
+        for n in sorted(range(len(keys)), key=lambda n: sets[n]):  # set by set: each opened once
+            if sets[n] < 0:
+                raise KeyError(f"object {keys[n]} has no cutout in the run's shard sets")
+            out[n] = self._open(sets[n]).get(keys[n])
+        return out
+
+    def collection(self) -> ShardCollection:
+        """Every sweep's shard set at once (for the injector, on mock-sized runs)."""
+        return ShardCollection(self.manifests)
