@@ -134,20 +134,25 @@ class ObjectPool:
         return frame
 
     def stack(self, keys) -> np.ndarray:
-        """(N, 3, H, W) fp16 cutouts of ``keys``, in their order (read from their sweeps' shards)."""
-        keys = [tuple(int(v) for v in k) for k in keys]
+        """(N, 3, H, W) fp16 cutouts of ``keys``, in their order (read from their shard sets)."""
+        out = np.empty((len(keys), *(self.shape or ())), np.float16)
+        self.fill(keys, out, range(len(keys)))
+        return out
+
+    def fill(self, keys, out, at):
+        """Write the cutout of ``keys[n]`` to ``out[at[n]]`` (``out`` may be a memory map),
+        shard set by shard set, so each set is opened once and nothing else is held."""
+        keys, at = [tuple(int(v) for v in k) for k in keys], list(at)
         if not keys:
-            return np.zeros((0, *self.shape), np.float16)
+            return
         found = self.find(keys)
         where = dict(zip(self.key[found].tolist(), found.tolist()))
         packed = pack_keys(*np.array(keys, dtype=np.int64).T).tolist()
         sets = [int(self.shard_set[where[p]]) if p in where else -1 for p in packed]
-        out = np.empty((len(keys), *self.shape), np.float16)
-        for n in sorted(range(len(keys)), key=lambda n: sets[n]):  # set by set: each opened once
+        for n in sorted(range(len(keys)), key=lambda n: sets[n]):
             if sets[n] < 0:
                 raise KeyError(f"object {keys[n]} has no cutout in the run's shard sets")
-            out[n] = self._open(sets[n]).get(keys[n])
-        return out
+            out[at[n]] = self._open(sets[n]).get(keys[n])
 
     def collection(self) -> ShardCollection:
         """Every sweep's shard set at once (for the injector, on mock-sized runs)."""

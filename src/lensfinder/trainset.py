@@ -296,9 +296,7 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
     table = table.reset_index(drop=True)
     table["ROW"] = np.arange(len(table))
 
-    local = [k for k in table["KEY"] if k not in fetched]
-    local_images = dict(zip(local, objects.stack(local)))
-    images = np.stack([fetched[k] if k in fetched else local_images[k] for k in table["KEY"]]).astype(np.float16)
+    images = _cutout_writer(table["KEY"].tolist(), fetched, objects)
     hidden_in_final = int(table["KEY"].isin(hidden).sum()) if hidden else None
     summary = _summary(table, strata_rows, exclusions, problems, systems, usable, matched, counts_b, hidden,
                        hidden_in_final, cfg, half_width, split_groups)
@@ -439,6 +437,24 @@ def _summary(table, strata_rows, exclusions, problems, systems, usable, matched,
     return summary
 
 
+def _cutout_writer(keys, fetched, objects):
+    """A function writing the training set's cutouts in row order to an .npy path: local
+    ones straight from their shard sets into a memory map, so they are never all in memory."""
+
+    def write(path):
+        shape = objects.shape or next(iter(fetched.values())).shape
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(len(keys), *shape))
+        local = [n for n, k in enumerate(keys) if k not in fetched]
+        objects.fill([keys[n] for n in local], out, local)
+        for n, k in enumerate(keys):
+            if k in fetched:
+                out[n] = fetched[k]
+        out.flush()
+        del out
+
+    return write
+
+
 def _write_outputs(out_dir, table, images, exclusions, summary, review, objects, cfg):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -447,7 +463,7 @@ def _write_outputs(out_dir, table, images, exclusions, summary, review, objects,
     cols = [*KEY, "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_Z", "SWEEP", "STRATUM", "LABEL", "SPLIT",
             "SOURCE_CATALOG", "SYSTEM_NAME", "SCORE_PREVIOUS", "SOURCE", "INJECTION_ID", "ROW"]
     with atomic_path(out_dir / "cutouts.npy") as tmp:
-        np.save(tmp, images)
+        images(tmp)
     with atomic_path(out_dir / "labels.parquet") as tmp:
         pq.write_table(pa.Table.from_pandas(table[cols], preserve_index=False), tmp)
     excl_schema = pa.schema([(k, pa.int64()) for k in KEY] + [("RA", pa.float64()), ("DEC", pa.float64()),
