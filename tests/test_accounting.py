@@ -27,7 +27,7 @@ def test_every_line_adds_up_and_matches_the_files(tiny_run):
         cuts = [c for c in table.columns if c.startswith("cut_")]
         assert row.sweep_rows - row[cuts].sum() == row.selected == row.cutouts_written + row.cutouts_failed
         assert row.above_cut == row.known_removed + row.merged + row.recommended
-        shortlist = pd.read_parquet(res / f"ensemble/sweeps/{sweep}.parquet")
+        shortlist = pd.read_parquet(res / f"ensemble/shortlists/{sweep}.parquet")  # one sweep per batch
         assert row.shortlisted == shortlist["LOGIT_ENSEMBLE"].notna().sum() >= row.above_cut
     assert (table.loc["total"] == table.loc[SWEEPS].sum()).all()
 

@@ -12,7 +12,7 @@ from scipy.special import expit, logit
 from lensfinder.ensemble import evaluate, fit_meta_learner, meta_logit, top_n_metrics
 from lensfinder.errors import LensfinderError
 from lensfinder.rank import RankConfig, combine_scores, rank, select
-from lensfinder.shortlist import shortlist_sweep
+from lensfinder.shortlist import shortlist_batch
 from lensfinder.survey import desi_names
 from lensfinder.shards import ShardWriter
 
@@ -96,11 +96,11 @@ def _rank(d, cfg, out, catalogs=None, sweeps=None, keep=None):
         for m in ("a", "b"):
             s = pd.read_parquet(d / f"scores_{m}.parquet")
             s.iloc[rows].to_parquet(sub / f"scores_{m}.parquet")
-        shortlist_sweep(name, {m: sub / f"scores_{m}.parquet" for m in ("a", "b")}, sub / "objects.parquet",
+        shortlist_batch([name], {m: [sub / f"scores_{m}.parquet"] for m in ("a", "b")}, [sub / "objects.parquet"],
                         d / "meta.pkl", keep or cfg, sub / "shortlist.parquet")
         paths.append(sub / "shortlist.parquet")
     catalogs = catalogs if catalogs is not None else [{"path": str(d / "known.csv")}]
-    return rank(paths, [d / "shards/manifest.json"], catalogs, cfg, d / out)
+    return rank(paths, [d / "shards/manifest.json"] * len(paths), catalogs, cfg, d / out)  # every sweep's in one set
 
 
 def test_ranking_drops_known_systems_merges_duplicates_and_reports_nan(ranking_inputs):

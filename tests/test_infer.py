@@ -11,7 +11,7 @@ import torch
 
 from conftest import make_trainset
 from lensfinder.errors import LensfinderError
-from lensfinder.infer import d4, infer_sweep, score_trainset
+from lensfinder.infer import d4, infer_sweep, infer_sweeps, score_trainset
 from lensfinder.shards import ShardSet, ShardWriter
 from lensfinder.train import load_checkpoint
 
@@ -55,6 +55,27 @@ def test_inference_rows_equal_shard_rows_and_match_the_model(model_and_shards, t
     # the training-set scores for the meta-learner use the same model and transform
     ts_scores = score_trainset(ts, d / "model/best.pt", tmp_path / "ts_scores.parquet", batch_size=7)
     assert np.allclose(ts_scores.prob, direct, atol=1e-5)
+
+
+def test_one_job_scores_a_batch_of_sweeps_as_each_alone(model_and_shards, tmp_path):
+    """infer.sweeps_per_job: one model load, one table with every sweep's rows in order,
+    each row's SWEEP, and the logits of scoring each sweep on its own."""
+    d, _ = model_and_shards
+    ShardWriter(tmp_path / "empty", 32, "dr10").close(0)
+    manifests = [d / "shards/manifest.json", tmp_path / "empty/manifest.json", d / "shards/manifest.json"]
+    sweeps = ["sweep-150p000-155p005", "sweep-155p000-160p005", "sweep-160p000-165p005"]
+    info = infer_sweeps(manifests, sweeps, d / "model/best.pt", tmp_path / "batch.parquet", batch_size=16,
+                        progress=False)
+    batch = pd.read_parquet(tmp_path / "batch.parquet")
+    infer_sweep(manifests[0], d / "model/best.pt", tmp_path / "alone.parquet", batch_size=16, progress=False)
+    alone = pd.read_parquet(tmp_path / "alone.parquet")
+    assert info == {"rows": 2 * len(alone), "nan": 0}
+    assert batch.SWEEP.value_counts().to_dict() == {sweeps[0]: len(alone), sweeps[2]: len(alone)}
+    for sweep in (sweeps[0], sweeps[2]):
+        part = batch[batch.SWEEP == sweep].reset_index(drop=True)
+        assert part[[*KEY, "logit"]].equals(alone[[*KEY, "logit"]])
+    with pytest.raises(LensfinderError, match="3 shard sets for 2 sweeps"):
+        infer_sweeps(manifests, sweeps[:2], d / "model/best.pt", tmp_path / "x.parquet", progress=False)
 
 
 def test_test_time_augmentation_averages_the_eight_symmetries(model_and_shards, tmp_path):
@@ -112,7 +133,7 @@ def test_an_empty_sweep_gives_a_valid_empty_score_table(model_and_shards, tmp_pa
     info = infer_sweep(tmp_path / "empty/manifest.json", d / "model/best.pt", tmp_path / "e.parquet", progress=False)
     scores = pd.read_parquet(tmp_path / "e.parquet")
     assert info == {"rows": 0, "nan": 0} and len(scores) == 0
-    assert list(scores.columns) == [*KEY, "RA", "DEC", "logit", "prob"]
+    assert list(scores.columns) == [*KEY, "RA", "DEC", "logit", "prob", "SWEEP"]
     assert scores.logit.dtype == np.float32 and scores.OBJID.dtype == np.int64
 
 

@@ -1,6 +1,6 @@
 """lensfinder-plan on a synthetic DR10-sized tree: its job counts are Snakemake's own under
-the SLURM profile, at most one GPU inference job per sweep and model, and its sizes follow
-the sweep headers."""
+the SLURM profile, one GPU inference job per 50 sweeps and model, and its sizes follow the
+sweep headers."""
 
 import math
 import re
@@ -63,13 +63,22 @@ def test_plan_on_a_dr10_sized_tree_counts_what_snakemake_would_submit(tmp_path):
                 if m.group(1) not in ("job", "all", "total")}
     table = _table(text)
     assert {rule: jobs for rule, (jobs, _) in table.items()} == expected
-    # per sweep and model one inference job; select and cutouts go 20 sweeps to a SLURM job
-    assert expected["infer"] == 2 * N_SWEEPS and table["infer"][1] == 2 * N_SWEEPS
+    # one GPU inference job per 50 sweeps and model (infer.sweeps_per_job: 50), and one
+    # shortlist job per batch; select and cutouts go 20 sweeps to a SLURM job
+    assert expected["infer"] == table["infer"][1] == 2 * math.ceil(N_SWEEPS / 50) == 58
+    assert expected["shortlist"] == table["shortlist"][1] == 29
     assert table["select"][1] == math.ceil(N_SWEEPS / 20) and table["cutouts"][1] == 0
     assert f"| sweeps | {N_SWEEPS:,} (" in text and f"| sweep rows | {N_SWEEPS * ROWS:,} |" in text
     per_sweep = 43.5e6 / 1436
     assert f"| selected objects | {N_SWEEPS * per_sweep:,.0f} (" in text
     shards_tb = N_SWEEPS * per_sweep * 3 * 101 * 101 * 2 / 1e12
     assert f"| disk: cutout shards (fp16, 101 px) | {shards_tb:,.2f} TB |" in text
-    # the gathering stage's memory against the profile's request, said plainly
-    assert "too little: raise set-resources.rank.mem_mb" in text
+    # the gathering stages' memory against the profile's requests: both fit at DR10's size
+    rank_row = re.search(r"^\| memory: `rank` merges the shortlists \(~([\d,]+) rows.*?~([\d.]+) GB needed; the profile "
+                         r"asks (\d+) GB \|$", text, flags=re.M)
+    assert int(rank_row.group(1).replace(",", "")) == N_SWEEPS * 1000
+    assert float(rank_row.group(2)) < 4 < int(rank_row.group(3))
+    ts_row = re.search(r"^\| memory: `trainset` draws .*?~([\d.]+) GB needed; the profile asks (\d+) GB \|$", text,
+                       flags=re.M)
+    assert float(ts_row.group(1)) < 8 < int(ts_row.group(2))
+    assert "too little" not in text

@@ -1,5 +1,6 @@
 """Real Snakemake runs of the workflow on a tiny config, and its clear failures on bad input."""
 
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -184,7 +185,7 @@ def test_per_sweep_shortlists_leave_the_recommendations_unchanged(tiny_run, tmp_
     import pandas as pd
 
     from lensfinder.rank import RankConfig, rank
-    from lensfinder.shortlist import shortlist_sweep
+    from lensfinder.shortlist import shortlist_batch
 
     work, _, _ = tiny_run
     res = work / "results/mock"
@@ -196,8 +197,8 @@ def test_per_sweep_shortlists_leave_the_recommendations_unchanged(tiny_run, tmp_
         paths = []
         for sweep in SWEEPS:
             path = tmp_path / out / f"{sweep}.parquet"
-            shortlist_sweep(sweep, {m: res / f"scores/{m}/{sweep}.parquet" for m in ("resnet", "shielded")},
-                            res / f"objects/{sweep}.parquet", res / "ensemble/meta.pkl", keep, path)
+            shortlist_batch([sweep], {m: [res / f"scores/{m}/{sweep}.parquet"] for m in ("resnet", "shielded")},
+                            [res / f"objects/{sweep}.parquet"], res / "ensemble/meta.pkl", keep, path)
             paths.append(path)
         summary = rank(paths, manifests, cfg["lens_catalogs"], select, tmp_path / out)
         return summary, pd.read_parquet(tmp_path / out / "recommendations.parquet")
@@ -215,6 +216,39 @@ def test_per_sweep_shortlists_leave_the_recommendations_unchanged(tiny_run, tmp_
     assert short["shortlists"]["kept"] == 20 and short["shortlists"]["dropped"] == run["scored_objects"] - 20
     assert {k: v for k, v in short.items() if k != "shortlists"} == {k: v for k, v in whole10.items() if k != "shortlists"}
     assert recs_short.equals(recs_whole) and len(recs_short) > 0
+
+
+def test_batched_inference_scores_and_ranks_as_one_job_per_sweep(tiny_run, tmp_path):
+    """infer.sweeps_per_job: 2 on the finished tiny run: one infer job per model and one
+    shortlist job for both sweeps (no training, no scoring of the training set), with the
+    per-sweep run's scores and the same recommendations."""
+    import shutil
+
+    import pandas as pd
+    import yaml
+
+    src, _, _ = tiny_run
+    work = tmp_path / "wf"
+    shutil.copytree(src, work, symlinks=True)
+    cfg = yaml.safe_load((work / "config/config.yaml").read_text())
+    cfg["infer"]["sweeps_per_job"] = 2
+    (work / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    dry = run_snakemake(work, "-n").stdout
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", dry.split("Job stats:")[1].split("\n\n")[0],
+                                                                flags=re.M)}
+    assert counts["infer"] == 2 and counts["shortlist"] == 1
+    assert not {"train", "trainset", "trainset_scores", "ensemble", "select", "cutouts"} & set(counts)
+    run_snakemake(work)
+    res, ref = work / "results/mock", src / "results/mock"
+    for model in ("resnet", "shielded"):
+        batch = pd.read_parquet(res / f"scores/{model}/batch-0000.parquet")
+        for sweep in SWEEPS:
+            alone = pd.read_parquet(ref / f"scores/{model}/{sweep}.parquet")
+            assert batch[batch.SWEEP == sweep].reset_index(drop=True).equals(alone)
+    a = pd.read_parquet(res / "recommendations/recommendations.parquet")
+    assert a.equals(pd.read_parquet(ref / "recommendations/recommendations.parquet"))
+    accounting = pd.read_csv(res / "accounting.csv").set_index("sweep")
+    assert accounting.equals(pd.read_csv(ref / "accounting.csv").set_index("sweep"))
 
 
 def test_run_evaluates_on_never_seen_objects_and_prints_the_results_table(tiny_run):

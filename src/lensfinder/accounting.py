@@ -37,24 +37,21 @@ def cutout_counts(run_dir, sweeps) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("sweep")
 
 
-def score_counts(run_dir, sweeps, models) -> pd.Series:
-    """Per sweep: rows scored, the same for every model, else an error naming the sweep."""
-    frame = pd.DataFrame({m: {s: pq_rows(Path(run_dir) / "scores" / m / f"{s}.parquet") for s in sweeps}
-                          for m in models})
+def score_counts(score_paths: dict, sweeps) -> pd.Series:
+    """Per sweep: rows scored, the same for every model, else an error naming the sweep.
+    ``score_paths``: model -> its score tables (inference's, with a SWEEP column)."""
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame({m: pd.concat([pq.read_table(p, columns=["SWEEP"]).to_pandas() for p in paths])["SWEEP"]
+                          .value_counts().reindex(list(sweeps), fill_value=0) for m, paths in score_paths.items()})
     disagree = frame[frame.nunique(axis=1) > 1]
     if len(disagree):
         raise LensfinderError(f"the models scored different numbers of objects in sweep(s) {list(disagree.index)[:3]}: "
                               "re-run their infer jobs")
-    return frame[models[0]].rename("scored")
+    return frame.iloc[:, 0].rename("scored")
 
 
-def pq_rows(path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
-
-
-def build_accounting(run_dir, sweeps, models, out_path) -> pd.DataFrame:
+def build_accounting(run_dir, sweeps, score_paths: dict, out_path) -> pd.DataFrame:
     """Write ``accounting.csv`` (one row per sweep, then ``total``) from a run's files and
     check that it adds up."""
     run_dir = Path(run_dir)
@@ -63,7 +60,7 @@ def build_accounting(run_dir, sweeps, models, out_path) -> pd.DataFrame:
     cuts = [c for c in sel.columns if c not in ("input", "selected")]
     table = sel.rename(columns={"input": "sweep_rows", **{c: f"cut_{c}" for c in cuts}})
     table = table.join(cutout_counts(run_dir, sweeps), how="outer")
-    table = table.join(score_counts(run_dir, sweeps, models), how="outer")
+    table = table.join(score_counts(score_paths, sweeps), how="outer")
     ranked = pd.read_csv(run_dir / "recommendations/counts_per_sweep.csv").set_index("sweep")
     table = table.join(ranked.drop(columns=["scored"]), how="outer")
     reason_cols = sorted(c for c in table.columns if c.startswith("failed_"))

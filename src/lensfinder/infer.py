@@ -95,24 +95,52 @@ def score_batches(model, batches, device, tta=False, bf16=True):
 
 def infer_sweep(manifest_path, checkpoint_path, out_path, batch_size=1024, tta=False, device=None, progress=True):
     """Score every cutout of one sweep's shard set; write keys, RA/Dec, logit, prob to Parquet."""
+    return infer_sweeps([manifest_path], [Path(manifest_path).parent.name], checkpoint_path, out_path, batch_size,
+                        tta, device, progress)
+
+
+def infer_sweeps(manifest_paths, sweeps, checkpoint_path, out_path, batch_size=1024, tta=False, device=None,
+                 progress=True):
+    """Score every cutout of several sweeps' shard sets with one model load; write one
+    Parquet table: RELEASE, BRICKID, OBJID, RA, DEC, logit (float32), prob (its sigmoid)
+    and SWEEP, sweep by sweep in shard order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tqdm import tqdm
 
+    if len(manifest_paths) != len(sweeps):
+        raise LensfinderError(f"{len(manifest_paths)} shard sets for {len(sweeps)} sweeps: give one per sweep")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, ck = load_checkpoint(checkpoint_path, device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    tables, nan_total = [], 0
+    for manifest_path, sweep in zip(manifest_paths, sweeps):
+        table, nan = _score_shard_set(model, ck, device, manifest_path, checkpoint_path, batch_size, tta, progress)
+        tables.append(table.append_column("SWEEP", pa.array([sweep] * len(table), pa.string())))
+        nan_total += nan
+    table = pa.concat_tables(tables)
+    meta = {b"lensfinder.checkpoint": str(checkpoint_path).encode(), b"lensfinder.tta": str(tta).encode(),
+            b"lensfinder.trainset_fingerprint": str(ck.get("trainset_fingerprint")).encode()}
+    with atomic_path(out_path) as tmp:
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+    return {"rows": len(table), "nan": nan_total}
+
+
+def _score_shard_set(model, ck, device, manifest_path, checkpoint_path, batch_size, tta, progress):
+    """(keys, RA/Dec, logit, prob) of one shard set as an Arrow table, and its NaN count."""
+    import pyarrow as pa
+    from tqdm import tqdm
+
     try:
         shards = ShardSet(manifest_path)
     except LensfinderError as err:
         raise LensfinderError(f"{err} (needed to score it with {checkpoint_path})") from err
     check_compatible(checkpoint_path, ck, manifest_path, shards.manifest)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     logits, probs = [], []
     total = (len(shards) + batch_size - 1) // batch_size
     images_only = (images for images, _ in shards.batches(batch_size))
-    for lg, p in tqdm(score_batches(model, images_only, device, tta), total=total, desc=f"infer {Path(out_path).stem}",
-                      disable=not progress, mininterval=10):
+    for lg, p in tqdm(score_batches(model, images_only, device, tta), total=total,
+                      desc=f"infer {Path(manifest_path).parent.name}", disable=not progress, mininterval=10):
         logits.append(lg)
         probs.append(p)
     index = shards.index
@@ -125,11 +153,7 @@ def infer_sweep(manifest_path, checkpoint_path, out_path, batch_size=1024, tta=F
         log.warning("%d NaN score(s) in %s, e.g. %s", nan.sum(), manifest_path, index.loc[nan, list(KEY)].head(3).values.tolist())
     table = pa.table({**{k: index[k].astype(np.int64).to_numpy() for k in KEY},
                       "RA": index["RA"].to_numpy(), "DEC": index["DEC"].to_numpy(), "logit": logit, "prob": prob})
-    meta = {b"lensfinder.checkpoint": str(checkpoint_path).encode(), b"lensfinder.tta": str(tta).encode(),
-            b"lensfinder.trainset_fingerprint": str(ck.get("trainset_fingerprint")).encode()}
-    with atomic_path(out_path) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
-    return {"rows": len(table), "nan": int(nan.sum())}
+    return table, int(nan.sum())
 
 
 def score_trainset(trainset_dir, checkpoint_path, out_path, batch_size=1024, tta=False, device=None):

@@ -66,12 +66,13 @@ class ObjectPool:
                 codes.setdefault(name, len(codes))
             parts.append({"key": pack_keys(*(t[k] for k in KEY)), "ra": t["RA"].to_numpy(np.float64),
                           "dec": t["DEC"].to_numpy(np.float64), "stratum": names.map(codes).to_numpy(np.int32),
-                          "sweep": np.full(len(t), i, np.int32), "row": np.arange(len(t), dtype=np.int64)})
+                          "sweep": np.full(len(t), i, np.int32), "row": np.arange(len(t), dtype=np.int32)})
         cols = ("key", "ra", "dec", "stratum", "sweep", "row")
         arrays = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0, np.int64) for c in cols}
         self.key, self.ra, self.dec = arrays["key"], arrays["ra"].astype(np.float64), arrays["dec"].astype(np.float64)
         self.stratum, self.sweep, self.row = arrays["stratum"], arrays["sweep"], arrays["row"]
         self.strata = list(codes)  # code -> name
+        self._sweep_starts = np.searchsorted(self.sweep, np.arange(len(self.object_paths) + 1))
         self._by_key = np.argsort(self.key, kind="stable")
         # the shard set of each object's cutout (-1: none), one set's keys at a time
         self.shard_set = np.full(len(self.key), -1, np.int32)
@@ -83,6 +84,20 @@ class ObjectPool:
         if len(shapes) > 1:
             raise LensfinderError(f"cutout shards of different shapes {sorted(shapes)}: re-run cutouts with one size")
         self.shape = shapes.pop() if shapes else None
+
+    def nearest_objects(self, ra, dec, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
+        """For each position (ra, dec) [deg]: the pool index of its nearest object within
+        ``radius_arcsec`` (-1 if none) and the separation [arcsec], one sweep at a time (no
+        tree over the whole survey)."""
+        from .crossmatch import nearest
+
+        best = np.full(len(ra), -1, np.int64)
+        best_sep = np.full(len(ra), np.inf)
+        for start, stop in zip(self._sweep_starts[:-1], self._sweep_starts[1:]):
+            idx, sep = nearest(ra, dec, self.ra[start:stop], self.dec[start:stop], radius_arcsec)
+            closer = (idx >= 0) & (sep < best_sep)
+            best[closer], best_sep[closer] = start + idx[closer], sep[closer]
+        return best, best_sep
 
     def __len__(self):
         return len(self.ra)

@@ -44,11 +44,14 @@ COSTS = {
     "embed": Cost(17_500.0, "images/s per A100", "infer's rate x 1.41/2.02 GFLOP (EfficientNetV2-S / ResNet-50), "
                   "derived"),
     "train": Cost(1_200.0, "images/s per A100", "paper IV section 3.2 [src]"),
-    "rank_memory": Cost(2.7e3, "bytes per scored object", "issue 14: lensfinder.rank.rank on synthetic inputs "
-                        "(5.6 GB at 2M, 10.9 GB at 4M) [meas]"),
+    "rank_memory": Cost(520.0, "bytes per shortlisted row", "benchmarks/scale.py: rank of 1,436 sweeps' "
+                        "shortlists (0.93 GB for 1.44M rows, 0.18 GB of it Python) [meas]"),
+    "trainset_memory": Cost(112.0, "bytes per selected object", "benchmarks/scale.py: the training set's draw "
+                            "from 4.3M objects, above the imports [meas]"),
 }
 PAPER_IV_SELECTED, DR10_SWEEPS = 43.5e6, 1436  # paper IV's selected objects; DR10 south sweep files
 PAPER_IV_TRAIN_IMAGES = 95_000.0
+PYTHON_BYTES = 0.2e9  # a Python process with numpy, pandas and pyarrow imported (benchmarks/scale.py)
 SCORE_BYTES = 3 * 8 + 2 * 8 + 4 + 8  # key, RA/Dec, float32 logit, float64 probability (uncompressed)
 
 
@@ -83,7 +86,9 @@ def dry_run_jobs(workdir: Path, snakemake_args: list[str]) -> tuple[dict, dict]:
 def submissions(jobs: dict, profile: dict) -> dict:
     """SLURM jobs per rule: grouped rules share one submission per ``group-components``
     connected components (all of a group's rules counted on its first rule); localrules
-    and ``all`` none."""
+    and ``all`` none. A group's rules are chained per sweep (select -> cutouts; infer of
+    every model -> shortlist), so its components are as many as its rule with the fewest
+    jobs (e.g. one shortlist per sweep for two infer jobs)."""
     groups = profile.get("groups") or {}
     components = profile.get("group-components") or {}
     out, seen = {}, set()
@@ -95,8 +100,8 @@ def submissions(jobs: dict, profile: dict) -> dict:
             out[rule] = 0
         else:
             seen.add(group)
-            out[rule] = math.ceil(max(jobs.get(r, 0) for r, g in groups.items() if g == group)
-                                  / int(components.get(group, 1)))
+            n_components = min(jobs[r] for r, g in groups.items() if g == group and r in jobs)
+            out[rule] = math.ceil(n_components / int(components.get(group, 1)))
     return out
 
 
@@ -181,10 +186,17 @@ def plan(config: dict, profile: dict, jobs: dict, resources: dict, workdir: Path
     ]
     if embed.get("enabled", True):
         lines.append(f"| disk: representations (fp16, {dim}-d) | {selected * 2 * dim / 1e9:,.1f} GB |")
-    rank_mem = selected * COSTS["rank_memory"].value / 1e9
-    rank_req = float(resources.get("rank", {}).get("mem_mb", 0)) / 1e3
-    lines.append(f"| memory: `rank` gathers every scored object | ~{rank_mem:,.0f} GB needed; the profile asks "
-                 f"{rank_req:,.0f} GB{' (too little: raise set-resources.rank.mem_mb)' if rank_mem > rank_req else ''} |")
+    rank_cfg = config.get("rank") or {}
+    held = n_sweeps * min(selected / max(n_sweeps, 1), float(rank_cfg.get("keep_top_per_sweep", 1000)))
+    needs = {"rank": (f"merges the shortlists (~{held:,.0f} rows, each sweep's top "
+                      f"{int(rank_cfg.get('keep_top_per_sweep', 1000)):,}, plus any above "
+                      f"{rank_cfg.get('keep_above_score', 0.5)})", PYTHON_BYTES + held * COSTS["rank_memory"].value),
+             "trainset": (f"draws from every selected object ({selected:,.0f})",
+                          PYTHON_BYTES + selected * COSTS["trainset_memory"].value)}
+    for rule, (what, need) in needs.items():
+        req = float(resources.get(rule, {}).get("mem_mb", 0)) / 1e3
+        short = f" (too little: raise set-resources.{rule}.mem_mb)" if need / 1e9 > req else ""
+        lines.append(f"| memory: `{rule}` {what} | ~{need / 1e9:,.1f} GB needed; the profile asks {req:,.0f} GB{short} |")
     lines += ["", "| rule | jobs | SLURM jobs | threads | memory (GB) | GPUs per job | hours |", "|---|---|---|---|---|---|---|"]
     set_threads = profile.get("set-threads") or {}
     for rule in sorted(jobs, key=lambda r: (-jobs[r], r)):

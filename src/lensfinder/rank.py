@@ -29,7 +29,7 @@ from .crossmatch import friends_of_friends, nearest
 from .ensemble import apply_meta, load_meta
 from .errors import LensfinderError, atomic_path
 from .survey import desi_names
-from .shards import KEY, ShardCollection, read_keyed
+from .shards import KEY, ShardSet, read_keyed
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +49,30 @@ class RankConfig:
         return cls(**(d or {}))
 
 
+OBJECT_COLUMNS = ["RA", "DEC", "TYPE", "REGION", "MAG_G", "MAG_R", "MAG_Z", "SWEEP"]
+
+
 def combine_scores(score_paths: dict, objects_paths, meta_path) -> pd.DataFrame:
+    """``combine`` on files: ``score_paths`` model -> its score tables, the objects tables."""
+    scores = {m: pd.concat([read_keyed(p, ["logit"]) for p in paths], ignore_index=True)
+              for m, paths in score_paths.items()}
+    objects = pd.concat([read_keyed(p, OBJECT_COLUMNS) for p in objects_paths], ignore_index=True)
+    return combine(scores, objects, load_meta(meta_path), meta_path)
+
+
+def combine(scores: dict, objects: pd.DataFrame, meta: dict, meta_path="the meta-learner") -> pd.DataFrame:
     """One row per scored object: object columns, each model's logit and probability, the
-    mean and the ensemble. ``LOGIT_*`` are float32-exact ranking scores; ``SCORE_*`` their
-    probabilities (sigmoid), which saturate at 1.0 and are for reading, not ranking."""
-    meta = load_meta(meta_path)
-    cols = ["RA", "DEC", "TYPE", "REGION", "MAG_G", "MAG_R", "MAG_Z", "SWEEP"]
-    objects = _unique(pd.concat([read_keyed(p, cols) for p in objects_paths], ignore_index=True), "the objects tables")
+    mean and the ensemble. ``scores``: model -> a frame of keys and ``logit``. ``LOGIT_*``
+    are float32-exact ranking scores; ``SCORE_*`` their probabilities (sigmoid), which
+    saturate at 1.0 and are for reading, not ranking."""
+    objects = _unique(objects, "the objects tables")
     table = None
-    for model, paths in score_paths.items():
-        scores = _unique(pd.concat([read_keyed(p, ["logit"]) for p in paths], ignore_index=True),
-                         f"the score tables of model {model}")
-        col = scores["logit"].astype(np.float64).rename(f"LOGIT_{model.upper()}")
+    for model, frame in scores.items():
+        frame = _unique(frame, f"the score tables of model {model}")
+        col = frame["logit"].astype(np.float64).rename(f"LOGIT_{model.upper()}")
         table = col.to_frame() if table is None else table.join(col, how="outer")
     logit_cols = [c for c in table.columns if c.startswith("LOGIT_")]
-    table = table.join(objects[cols], how="left")
+    table = table.join(objects[OBJECT_COLUMNS], how="left")
     table["LOGIT_MEAN"] = table[logit_cols].mean(axis=1, skipna=False)
     features = table[logit_cols].rename(columns=lambda c: c.removeprefix("LOGIT_").lower())
     missing = [m for m in meta["inputs"] if m not in features.columns]
@@ -180,7 +189,10 @@ def rank(shortlist_paths, manifests, catalog_specs, cfg: RankConfig, out_dir) ->
     }).fillna(0).astype(int).rename_axis("sweep").reset_index()
     with atomic_path(out_dir / "counts_per_sweep.csv") as tmp:
         per_sweep.to_csv(tmp, index=False)
-    _mosaic(out_dir / "mosaic.png", recs.head(cfg.mosaic_top), manifests)
+    if len(manifests) != len(infos):
+        raise LensfinderError(f"{len(manifests)} shard sets for {len(infos)} shortlists: give one manifest per "
+                              "sweep, in the shortlists' order")
+    _mosaic(out_dir / "mosaic.png", recs.head(cfg.mosaic_top), dict(zip([i["sweep"] for i in infos], manifests)))
     return summary
 
 
@@ -214,7 +226,8 @@ def _fits_dtype(col: pd.Series):
     return f"S{width}"
 
 
-def _mosaic(path, top, manifests):
+def _mosaic(path, top, manifest_of: dict):
+    """The top recommendations' cutouts, read from their own sweeps' shard sets only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,6 +243,7 @@ def _mosaic(path, top, manifests):
             fig.savefig(tmp, dpi=100)
             plt.close(fig)
             return
-        images = ShardCollection(manifests).stack(list(zip(top.RELEASE, top.BRICKID, top.OBJID, strict=True)))
+        sets = {sweep: ShardSet(manifest_of[sweep]) for sweep in top["SWEEP"].unique()}
+        images = np.stack([np.asarray(sets[r.SWEEP].get((r.RELEASE, r.BRICKID, r.OBJID))) for r in top.itertuples()])
         labels = [f"#{r.RANK} {r.NAME}\np={r.SCORE_ENSEMBLE:.3f}" for r in top.itertuples()]
         save_mosaic(images, tmp, labels)

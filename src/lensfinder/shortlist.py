@@ -1,5 +1,6 @@
-"""Per-sweep shortlists: each sweep's ensemble scores, computed next to inference, cut
-down to the rows the final ranking could need, so that ``rank`` never holds the survey.
+"""Per-sweep shortlists: each sweep's ensemble scores, computed next to inference (one job
+per inference batch), cut down to the rows the final ranking could need, so that ``rank``
+never holds the survey.
 
 A sweep keeps every object whose ensemble probability is at least
 ``RankConfig.keep_above_score``, its ``keep_top_per_sweep`` best objects besides, and every
@@ -7,8 +8,8 @@ object with a NaN score (``rank`` reports those). For the rest it records how ma
 dropped and the best dropped ensemble logit, so that ``rank`` can prove its cut lies above
 everything dropped, and stops with what to change when it does not.
 
-Files per sweep: ``<sweep>.parquet`` (the kept rows, with the columns of
-``rank.combine_scores``) and ``<sweep>.json`` (the counts and the settings used).
+Files per batch: ``<batch>.parquet`` (every sweep's kept rows, with the columns of
+``rank.combine``) and ``<batch>.json`` (per sweep, the counts and the settings used).
 """
 
 from __future__ import annotations
@@ -20,17 +21,55 @@ import numpy as np
 import pandas as pd
 
 from .errors import LensfinderError, atomic_path
-from .rank import RankConfig, combine_scores, ranking_order
-from .shards import KEY
+from .ensemble import load_meta
+from .rank import OBJECT_COLUMNS, RankConfig, combine, ranking_order
+from .shards import KEY, read_keyed
 
 
-def shortlist_sweep(sweep: str, score_paths: dict, objects_path, meta_path, cfg: RankConfig, out_parquet) -> dict:
-    """Score one sweep with the meta-learner and keep what the ranking could need.
+def shortlist_batch(sweeps, score_paths: dict, objects_paths, meta_path, cfg: RankConfig, out_parquet) -> list[dict]:
+    """Score a batch's sweeps with the meta-learner, one sweep at a time, and keep what the
+    ranking could need of each.
 
-    ``score_paths``: base model name -> that model's score table for this sweep. Writes
-    ``out_parquet`` and the counts beside it (same stem, ``.json``); returns the counts.
+    ``score_paths``: base model -> its score tables for the batch (inference's, with a SWEEP
+    column; or one table per sweep, in ``sweeps`` order). ``objects_paths``: each sweep's
+    objects table. Writes ``out_parquet`` and the counts beside it (same stem, ``.json``);
+    returns the counts, one dict per sweep.
     """
-    table = combine_scores({m: [p] for m, p in score_paths.items()}, [objects_path], meta_path)
+    meta = load_meta(meta_path)
+    scores = {m: _read_scores(paths, sweeps) for m, paths in score_paths.items()}
+    kept, infos = [], []
+    for sweep, objects_path in zip(sweeps, objects_paths, strict=True):
+        table = combine({m: f[f["SWEEP"] == sweep] for m, f in scores.items()}, read_keyed(objects_path, OBJECT_COLUMNS),
+                        meta, meta_path)
+        rows, info = _shortlist(table, sweep, cfg)
+        kept.append(rows)
+        infos.append(info)
+    out_parquet = Path(out_parquet)
+    out_parquet.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_parquet) as tmp:
+        pd.concat(kept, ignore_index=True).to_parquet(tmp, index=False)
+    with atomic_path(out_parquet.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({"sweeps": infos}, indent=1))
+    return infos
+
+
+def _read_scores(paths, sweeps) -> pd.DataFrame:
+    """One model's score tables of a batch, with the SWEEP of every row."""
+    import pyarrow.parquet as pq
+
+    frames = []
+    for i, p in enumerate(paths):
+        if "SWEEP" in pq.read_schema(p).names:
+            frames.append(read_keyed(p, ["logit", "SWEEP"]))
+        elif len(paths) == len(sweeps):  # one table per sweep, in the batch's order
+            frames.append(read_keyed(p, ["logit"]).assign(SWEEP=sweeps[i]))
+        else:
+            raise LensfinderError(f"score table {p} has no SWEEP column and is not one per sweep: re-run rule infer")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _shortlist(table: pd.DataFrame, sweep: str, cfg: RankConfig) -> tuple[pd.DataFrame, dict]:
+    """The rows of one sweep's combined table the ranking could need, and the counts."""
     logits = table["LOGIT_ENSEMBLE"].to_numpy()
     finite = np.isfinite(logits)
     ranked = ranking_order(table[finite])
@@ -45,23 +84,18 @@ def shortlist_sweep(sweep: str, score_paths: dict, objects_path, meta_path, cfg:
         "dropped_max_logit": float(dropped["LOGIT_ENSEMBLE"].iloc[0]) if len(dropped) else None,
         "keep_top_per_sweep": int(cfg.keep_top_per_sweep), "keep_above_score": float(cfg.keep_above_score),
     }
-    out_parquet = Path(out_parquet)
-    out_parquet.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_parquet) as tmp:
-        shortlist.to_parquet(tmp, index=False)
-    with atomic_path(out_parquet.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(info, indent=1))
-    return info
+    return shortlist, info
 
 
 def read_shortlists(paths) -> tuple[pd.DataFrame, list[dict]]:
-    """Every sweep's kept rows (one table; a key in two sweeps is an error) and counts."""
+    """Every sweep's kept rows (one table; a key in two sweeps is an error) and counts (one
+    dict per sweep, in the order of the batches and their sweeps)."""
     frames, infos = [], []
     for p in map(Path, paths):
         info_path = p.with_suffix(".json")
         if not info_path.exists():
-            raise LensfinderError(f"{info_path} is missing beside {p}: re-run rule shortlist for that sweep")
-        infos.append(json.loads(info_path.read_text()))
+            raise LensfinderError(f"{info_path} is missing beside {p}: re-run rule shortlist for that batch")
+        infos += json.loads(info_path.read_text())["sweeps"]
         frames.append(pd.read_parquet(p))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY, "LOGIT_ENSEMBLE"])
     dup = table.duplicated(list(KEY), keep=False)

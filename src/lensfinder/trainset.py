@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from .catalogs import CatalogSpec, grade_ok, union_catalogs
-from .crossmatch import friends_of_friends_square, nearest, pairs_in_square, pairs_within, tangent_offsets_arcsec
+from .crossmatch import friends_of_friends_square, pairs_in_square, pairs_within, tangent_offsets_arcsec
 from .errors import LensfinderError, atomic_path
 from .object_pool import ObjectPool, stratum_of
 from .shards import KEY
@@ -200,8 +200,7 @@ def build_trainset(object_paths, manifests, catalog_specs, cfg: TrainsetConfig, 
 
     # 1. positives
     usable = systems[grade_ok(systems["grade"], cfg.grades)].reset_index(drop=True)
-    idx, sep = nearest(usable["ra"].to_numpy(), usable["dec"].to_numpy(), objects.ra, objects.dec,
-                       cfg.match_radius_arcsec)
+    idx, sep = objects.nearest_objects(usable["ra"].to_numpy(), usable["dec"].to_numpy(), cfg.match_radius_arcsec)
     usable["object"], usable["sep_arcsec"] = idx, sep
     matched = usable[usable["object"] >= 0].sort_values("sep_arcsec").drop_duplicates("object")
     positives = objects.rows(matched["object"].to_numpy())

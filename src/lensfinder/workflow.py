@@ -114,6 +114,19 @@ def sweeps_to_process(config) -> list[str]:
     return _filter_sweeps(ids, spec, where, trees)
 
 
+def sweep_batches(sweeps, per_job: int) -> dict[str, list[str]]:
+    """Inference batches, {batch id: sweep IDs}: one GPU job per batch and model loads the
+    model once and scores all its sweeps. With ``per_job`` 1 every sweep is its own batch,
+    named as the sweep; otherwise consecutive runs of ``per_job`` sweeps in the run's sweep
+    order, named ``batch-0000``, ``batch-0001``, ... (a sweep added to or removed from the
+    run moves the later ones into other batches, which Snakemake then re-runs)."""
+    if per_job < 1:
+        raise LensfinderError(f"infer.sweeps_per_job is {per_job}: give 1 or more")
+    if per_job == 1:
+        return {s: [s] for s in sweeps}
+    return {f"batch-{i // per_job:04d}": list(sweeps[i : i + per_job]) for i in range(0, len(sweeps), per_job)}
+
+
 def run_step(smk, func):
     """Run one rule's work with stdout/stderr (progress bars included) going to its log.
 

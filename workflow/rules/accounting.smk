@@ -3,7 +3,7 @@
 
 rule accounting:
     input:
-        unpack(model_scores),
+        unpack(network_scores),
         counts=f"{RESULTS}/objects/selection_counts.csv",
         manifests=expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
         rank=f"{RESULTS}/recommendations/counts_per_sweep.csv",

@@ -14,6 +14,10 @@ TREES = lfw.survey_trees(config)
 # Sweep IDs: the file stem with one region, <region>/<stem> with several (the same stem
 # exists in every region's tree), so per-sweep outputs go to .../objects/north/sweep-....
 SWEEPS = lfw.sweeps_to_process(config)
+# Inference batches: {batch: sweeps}, one infer job per batch and model (infer.sweeps_per_job)
+BATCHES = lfw.sweep_batches(SWEEPS, config["infer"]["sweeps_per_job"])
+# how a network scores (not how the sweeps are batched: changing that re-runs no scoring of the training set)
+INFER_SETTINGS = {k: v for k, v in config["infer"].items() if k != "sweeps_per_job"}
 EMBED = f"{RESULTS}/embed"
 NETWORKS = list(config["models"])  # trained by rule train, scored by rule infer
 # The meta-learner's base models: the networks, and S22's linear probe when offered to it.
@@ -23,6 +27,7 @@ MODELS = NETWORKS + (["probe"] if PROBE_IN_ENSEMBLE else [])
 
 wildcard_constraints:
     sweep=r"((north|south)/)?sweep-\d{3}[pm]\d{3}-\d{3}[pm]\d{3}",
+    batch=r"((north|south)/)?sweep-\d{3}[pm]\d{3}-\d{3}[pm]\d{3}|batch-\d{4}",
     model=r"(?!probe$)[A-Za-z0-9_-]+",  # a network's name; "probe" is S22's probe (rule probe)
 
 
@@ -56,19 +61,36 @@ def per_node_launch(wildcards, resources):
     return f"{mpi} --ntasks-per-node=1 " if mpi else ""
 
 
-def score_pattern(model):
-    """Where a base model's score table of a sweep is (the probe's come from rule probe)."""
-    return f"{EMBED}/probe/scores/{{sweep}}.parquet" if model == "probe" else f"{RESULTS}/scores/{model}/{{sweep}}.parquet"
+def batch_sweeps(wildcards):
+    return BATCHES[wildcards.batch]
+
+
+def batch_files(pattern):
+    """An input function: ``pattern`` (with {sweep}) for every sweep of the job's batch."""
+    return lambda wildcards: [pattern.format(sweep=s) for s in BATCHES[wildcards.batch]]
+
+
+def score_files(model, batches=None):
+    """A base model's score tables: one per inference batch (the probe's: one per sweep)."""
+    if model == "probe":
+        sweeps = SWEEPS if batches is None else [s for b in batches for s in BATCHES[b]]
+        return [f"{EMBED}/probe/scores/{s}.parquet" for s in sweeps]
+    return [f"{RESULTS}/scores/{model}/{b}.parquet" for b in (BATCHES if batches is None else batches)]
 
 
 def model_scores(wildcards):
     """Every sweep's scores, one named input per base model (scores_<model>)."""
-    return {f"scores_{m}": expand(score_pattern(m), sweep=SWEEPS) for m in MODELS}
+    return {f"scores_{m}": score_files(m) for m in MODELS}
 
 
-def sweep_model_scores(wildcards):
-    """One sweep's scores, one named input per base model (scores_<model>)."""
-    return {f"scores_{m}": score_pattern(m).format(sweep=wildcards.sweep) for m in MODELS}
+def network_scores(wildcards):
+    """Every batch's inference scores, one named input per network (scores_<model>)."""
+    return {f"scores_{m}": score_files(m) for m in NETWORKS}
+
+
+def batch_model_scores(wildcards):
+    """One batch's scores, one named input per base model (scores_<model>)."""
+    return {f"scores_{m}": score_files(m, [wildcards.batch]) for m in MODELS}
 
 
 def model_trainset_inputs(wildcards):

@@ -1,17 +1,19 @@
-# Inference (one job per sweep and model), the meta-learner, each sweep's shortlist (its
-# ensemble scores, cut to what the ranking could need) and the ranked recommendations.
+# Inference (one job per batch of sweeps and model: infer.sweeps_per_job), the meta-learner,
+# each batch's shortlists (every sweep's ensemble scores, cut to what the ranking could
+# need) and the ranked recommendations.
 
 
 rule infer:
     input:
-        manifest=f"{RESULTS}/cutouts/{{sweep}}/manifest.json",
+        manifests=batch_files(f"{RESULTS}/cutouts/{{sweep}}/manifest.json"),
         checkpoint=f"{RESULTS}/models/{{model}}/best.pt",
     output:
-        f"{RESULTS}/scores/{{model}}/{{sweep}}.parquet",
+        f"{RESULTS}/scores/{{model}}/{{batch}}.parquet",
     log:
-        f"{RESULTS}/logs/infer/{{model}}/{{sweep}}.log",
+        f"{RESULTS}/logs/infer/{{model}}/{{batch}}.log",
     params:
-        infer=config["infer"],
+        infer=INFER_SETTINGS,
+        sweeps=batch_sweeps,
     threads: 2
     resources:
         mem_mb=8000,
@@ -32,7 +34,7 @@ rule trainset_scores:
     log:
         f"{RESULTS}/logs/trainset_scores/{{model}}.log",
     params:
-        infer=config["infer"],
+        infer=INFER_SETTINGS,
     threads: 2
     resources:
         mem_mb=8000,
@@ -65,16 +67,17 @@ rule ensemble:
 
 rule shortlist:
     input:
-        unpack(sweep_model_scores),
-        objects=f"{RESULTS}/objects/{{sweep}}.parquet",
+        unpack(batch_model_scores),
+        objects=batch_files(f"{RESULTS}/objects/{{sweep}}.parquet"),
         meta=f"{RESULTS}/ensemble/meta.pkl",
     output:
-        parquet=f"{RESULTS}/ensemble/sweeps/{{sweep}}.parquet",
-        info=f"{RESULTS}/ensemble/sweeps/{{sweep}}.json",
+        parquet=f"{RESULTS}/ensemble/shortlists/{{batch}}.parquet",
+        info=f"{RESULTS}/ensemble/shortlists/{{batch}}.json",
     log:
-        f"{RESULTS}/logs/shortlist/{{sweep}}.log",
+        f"{RESULTS}/logs/shortlist/{{batch}}.log",
     params:
         models=MODELS,
+        sweeps=batch_sweeps,
         rank=config["rank"],
     resources:
         mem_mb=4000,
@@ -87,8 +90,8 @@ rule shortlist:
 
 rule rank:
     input:
-        shortlists=expand(f"{RESULTS}/ensemble/sweeps/{{sweep}}.parquet", sweep=SWEEPS),
-        infos=expand(f"{RESULTS}/ensemble/sweeps/{{sweep}}.json", sweep=SWEEPS),
+        shortlists=expand(f"{RESULTS}/ensemble/shortlists/{{batch}}.parquet", batch=BATCHES),
+        infos=expand(f"{RESULTS}/ensemble/shortlists/{{batch}}.json", batch=BATCHES),
         manifests=expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),
         catalogs=catalog_input_files(config["lens_catalogs"]),
     output:

@@ -32,14 +32,15 @@ rule inject:
 
 rule infer_injections:
     input:
-        manifest=f"{RESULTS}/injections/manifest.json",
+        manifests=[f"{RESULTS}/injections/manifest.json"],
         checkpoint=f"{RESULTS}/models/{{model}}/best.pt",
     output:
         f"{RESULTS}/injections/scores/{{model}}.parquet",
     log:
         f"{RESULTS}/logs/infer_injections/{{model}}.log",
     params:
-        infer=config["infer"],
+        infer=INFER_SETTINGS,
+        sweeps=["injections"],  # the SWEEP column of its scores
     threads: 2
     resources:
         mem_mb=8000,

@@ -2,4 +2,5 @@ from lensfinder.accounting import build_accounting
 from lensfinder.workflow import run_step
 
 p = snakemake.params
-run_step(snakemake, lambda: build_accounting(p.run_dir, p.sweeps, p.models, snakemake.output[0]))
+scores = {m: snakemake.input[f"scores_{m}"] for m in p.models}
+run_step(snakemake, lambda: build_accounting(p.run_dir, p.sweeps, scores, snakemake.output[0]))

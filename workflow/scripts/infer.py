@@ -1,11 +1,11 @@
-from lensfinder.infer import infer_sweep
+from lensfinder.infer import infer_sweeps
 from lensfinder.workflow import run_step
 
 p = snakemake.params.infer
 run_step(
     snakemake,
-    lambda: infer_sweep(
-        snakemake.input.manifest, snakemake.input.checkpoint, snakemake.output[0],
+    lambda: infer_sweeps(
+        snakemake.input.manifests, snakemake.params.sweeps, snakemake.input.checkpoint, snakemake.output[0],
         batch_size=p["batch_size"], tta=p["tta"],
     ),
 )

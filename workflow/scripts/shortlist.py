@@ -1,12 +1,12 @@
 from lensfinder.rank import RankConfig
-from lensfinder.shortlist import shortlist_sweep
+from lensfinder.shortlist import shortlist_batch
 from lensfinder.workflow import run_step
 
 i = snakemake.input
 run_step(
     snakemake,
-    lambda: shortlist_sweep(
-        snakemake.wildcards.sweep, {m: i[f"scores_{m}"] for m in snakemake.params.models}, i.objects, i.meta,
+    lambda: shortlist_batch(
+        snakemake.params.sweeps, {m: i[f"scores_{m}"] for m in snakemake.params.models}, i.objects, i.meta,
         RankConfig.from_dict(snakemake.params.rank), snakemake.output.parquet,
     ),
 )
