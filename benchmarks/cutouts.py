@@ -1,16 +1,22 @@
-"""Cutout throughput on full-size (3600 x 3600) mock bricks, beside the floor of reading
-the same sections, and shard read throughput from memory-mapped fp16 shards.
+"""Cutout throughput on full-size (3600 x 3600) mock bricks, beside the floors of reading
+the pixels, its parallel speed-up, and shard read throughput from memory-mapped fp16 shards.
 
-    python benchmarks/cutouts.py [--objects 2000] [--size 101]
+    python benchmarks/cutouts.py [--objects 2000] [--size 101] [--workers N]
 
-Prints cutouts per second per core (one process) and the ratios:
-  extraction / section-read floor (decompressing the touched tiles only, 3 bands);
+Prints cutouts per second and the ratios:
+  tile floor: decompressing each 100 x 100 RICE tile the cutouts touch once (3 bands),
+    the least any extraction must do;
+  section-read floor: fitsio section reads of every cutout (a tile shared by neighbouring
+    cutouts is decompressed again for each);
+  extraction with 1 worker (one core) and with --workers (default: every core): the
+    parallel speed-up and the throughput per core;
   shard read (cutouts/s, batches of 1024) from the page cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +35,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--objects", type=int, default=2000)
     ap.add_argument("--size", type=int, default=101)
+    ap.add_argument("--workers", type=int, default=os.cpu_count(), help="worker processes (default: every core)")
     ap.add_argument("--workdir", default=None, help="keep the mock here (default: a temporary directory)")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lensfinder-bench-"))
@@ -65,9 +72,26 @@ def main():
             f[1][max(y0, 0) : y0 + args.size, max(x0, 0) : x0 + args.size]
     floor = len(sections) / (time.perf_counter() - t0)
 
+    # tile floor: every touched tile of every band decompressed exactly once
+    tiles = set()
+    for name, x0, y0 in sections:
+        h, w = files[name][0][1].get_dims()
+        for ty in range(max(y0, 0) // 100, (min(y0 + args.size, h) - 1) // 100 + 1):
+            for tx in range(max(x0, 0) // 100, (min(x0 + args.size, w) - 1) // 100 + 1):
+                tiles.add((name, ty, tx))
+    t0 = time.perf_counter()
+    for name, ty, tx in sorted(tiles):
+        for f in files[name]:
+            f[1][ty * 100 : (ty + 1) * 100, tx * 100 : (tx + 1) * 100]
+    tile_floor = len(sections) / (time.perf_counter() - t0)
+
     t0 = time.perf_counter()
     extract_sweep(work / "objects.parquet", work / "shards", tree, size=args.size, progress=False)
     rate = len(objects) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    extract_sweep(work / "objects.parquet", work / "shards_par", tree, size=args.size, progress=False,
+                  workers=args.workers)
+    rate_par = len(objects) / (time.perf_counter() - t0)
 
     shards = ShardSet(work / "shards" / "manifest.json")
     for _ in shards.batches(1024):  # warm the page cache (and import torch)
@@ -76,10 +100,17 @@ def main():
     n = sum(len(images) for _ in range(10) for images, _ in shards.batches(1024))
     read = n / (time.perf_counter() - t0)
 
-    print(f"cutout size {args.size} px, {len(objects)} objects on {len(bricks)} full-size bricks, 1 core")
-    print(f"section-read floor (3 bands, fitsio):  {floor:8.0f} cutouts/s")
-    print(f"lensfinder extraction to fp16 shards:  {rate:8.0f} cutouts/s")
-    print(f"ratio extraction / floor:              {rate / floor:8.2f}")
+    per_cutout = 3 * len(tiles) / len(sections)
+    print(f"cutout size {args.size} px, {len(objects)} objects on {len(bricks)} full-size bricks; "
+          f"{len(tiles)} tiles touched ({per_cutout:.1f} tile reads per cutout, 3 bands)")
+    print(f"tile floor (each touched tile once):    {tile_floor:8.0f} cutouts/s (1 core)")
+    print(f"section-read floor (3 bands, fitsio):  {floor:8.0f} cutouts/s (1 core)")
+    print(f"lensfinder extraction, 1 worker:       {rate:8.0f} cutouts/s")
+    print(f"lensfinder extraction, {args.workers} workers:      {rate_par:8.0f} cutouts/s "
+          f"({rate_par / args.workers:.0f} per core)")
+    print(f"ratio extraction (1 worker) / tile floor:     {rate / tile_floor:8.2f}")
+    print(f"ratio extraction (1 worker) / section floor:  {rate / floor:8.2f}")
+    print(f"parallel speed-up, {args.workers} workers / 1:          {rate_par / rate:8.2f}")
     print(f"shard read (memory-mapped, torch):     {read:8.0f} cutouts/s")
     print(f"ratio shard read / extraction:         {read / rate:8.1f}")
 

@@ -111,6 +111,37 @@ def test_201px_cutouts_at_brick_corners_match_direct_rendering(block):
     assert used_neighbours >= 4
 
 
+def test_workers_give_the_same_shards_and_each_tile_is_decompressed_once(tiny_shards, tmp_path):
+    import json
+
+    root, out, stems = tiny_shards
+    stem = max(stems, key=lambda s: len(pd.read_parquet(out / f"{s}.parquet")))
+    one = json.loads((out / stem / "manifest.json").read_text())
+    extract_sweep(out / f"{stem}.parquet", tmp_path / "w2", SurveyTree(root), size=101, max_rows=8, progress=False,
+                  workers=2)
+    two = json.loads((tmp_path / "w2/manifest.json").read_text())
+    assert two["counts"] == one["counts"] and len(two["shards"]) > 1
+    assert [s["sha256"] for s in two["shards"]] == [s["sha256"] for s in one["shards"]]
+    assert pd.read_parquet(tmp_path / "w2/failures.parquet").equals(pd.read_parquet(out / stem / "failures.parquet"))
+    # the tiles the brick's cutouts touch, counted from their sections, each decompressed once per band
+    objects = pd.read_parquet(out / f"{stem}.parquet")
+    brick = objects.BRICKNAME.value_counts().index[0]
+    ex = CutoutExtractor(SurveyTree(root), 101)
+    home = ex.brick(brick)
+    assert home.tiles[0] == (100, 100)  # the coadds' RICE tiles
+    h, w = home.shape
+    touched, per_cutout = set(), 0
+    for r in objects[objects.BRICKNAME == brick].itertuples():
+        x, y = (float(v) for v in home.wcs.all_world2pix(r.RA, r.DEC, 0))
+        x0, y0 = int(round(x)) - 50, int(round(y)) - 50
+        tiles = {(ty, tx) for ty in range(max(y0, 0) // 100, (min(y0 + 101, h) - 1) // 100 + 1)
+                 for tx in range(max(x0, 0) // 100, (min(x0 + 101, w) - 1) // 100 + 1)}
+        touched |= tiles
+        per_cutout += len(tiles)
+        assert ex.cutout(r.RA, r.DEC, brick)[0] is not None
+    assert home.tiles_read == 3 * len(touched) < 3 * per_cutout
+
+
 def test_failures_are_recorded_with_reasons(block, tmp_path):
     root, cfg = block
     grid = BrickGrid.build()

@@ -3,8 +3,11 @@
 For each selected object, a (3, S, S) g, r, z cutout in nanomaggies (S = 101 by
 default, or 151, 201) on the pixel grid of the object's own brick image, centred on the
 pixel nearest the object (the true centre's offset is recorded, within +-0.5 px).
-Objects are processed brick by brick: each image file is opened once and only the
-100x100 tiles a section touches are decompressed (fitsio section reads).
+Objects are processed brick by brick: each image file is opened once, and each of its
+compressed tiles (100 x 100 px) is decompressed once however many cutouts touch it (a
+per-brick tile cache, dropped when the next brick begins). With ``workers`` > 1 the bricks
+are shared among that many processes and the shards written in the same order, so the
+output does not depend on the number of workers.
 
 A section that runs past the brick image's edge (large cutouts, objects outside their
 brick) is completed from the neighbouring bricks' coadds, found through the bricks table
@@ -117,6 +120,44 @@ class BrickImages:
             self.close()
             raise UnreadableCoadd(self.paths[0], BANDS[0], err) from err
         self.shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        # compressed images: their tile shape, so each tile is decompressed once (tile cache)
+        self.tiles = [self._tile_shape(f) for f in self.fits]
+        self._cache = [{} for _ in self.fits]
+        self.tiles_read = 0
+
+    @staticmethod
+    def _tile_shape(f):
+        hdu = f[1]
+        if not hdu.is_compressed():
+            return None
+        h = hdu.read_header()
+        return int(h.get("ZTILE2", 1)), int(h.get("ZTILE1", h.get("ZNAXIS1", 1)))
+
+    def drop_tiles(self):
+        """Forget the decompressed tiles (done with this brick)."""
+        self._cache = [{} for _ in self.fits]
+
+    def _pixels(self, b, ya, yb, xa, xb) -> np.ndarray:
+        """Band b's pixels [ya:yb, xa:xb] (inside the image), from decompressed tiles."""
+        tile = self.tiles[b]
+        if tile is None:
+            return self.fits[b][1][ya:yb, xa:xb]
+        th, tw = tile
+        h, w = self.shape
+        out = np.empty((yb - ya, xb - xa), dtype=np.float32)
+        cache = self._cache[b]
+        for ty in range(ya // th, (yb - 1) // th + 1):
+            for tx in range(xa // tw, (xb - 1) // tw + 1):
+                block = cache.get((ty, tx))
+                if block is None:
+                    block = cache[(ty, tx)] = self.fits[b][1][ty * th : min((ty + 1) * th, h),
+                                                              tx * tw : min((tx + 1) * tw, w)]
+                    self.tiles_read += 1
+                y0, x0 = ty * th, tx * tw
+                sy, sx = slice(max(ya, y0), min(yb, y0 + block.shape[0])), slice(max(xa, x0), min(xb, x0 + block.shape[1]))
+                out[sy.start - ya : sy.stop - ya, sx.start - xa : sx.stop - xa] = block[sy.start - y0 : sy.stop - y0,
+                                                                                        sx.start - x0 : sx.stop - x0]
+        return out
 
     def section(self, x0, y0, n):
         """Pixels [y0:y0+n, x0:x0+n] of the three bands, clipped to the image; returns
@@ -127,9 +168,9 @@ class BrickImages:
         xa, xb, ya, yb = max(x0, 0), min(x0 + n, w), max(y0, 0), min(y0 + n, h)
         if xa >= xb or ya >= yb:
             return cube, inside
-        for b, f in enumerate(self.fits):
+        for b in range(len(self.fits)):
             try:
-                cube[b, ya - y0 : yb - y0, xa - x0 : xb - x0] = f[1][ya:yb, xa:xb]
+                cube[b, ya - y0 : yb - y0, xa - x0 : xb - x0] = self._pixels(b, ya, yb, xa, xb)
             except Exception as err:  # noqa: BLE001 - a truncated file fails on its missing tiles
                 raise UnreadableCoadd(self.paths[b], BANDS[b], err) from err
         inside[ya - y0 : yb - y0, xa - x0 : xb - x0] = True
@@ -153,6 +194,7 @@ class CutoutExtractor:
         self.zero_is_missing = zero_is_missing
         self.grid = BrickGrid.build()
         self._open = lru_cache(maxsize=cache_bricks)(self._open_brick)
+        self._seen: set = set()  # bricks read since the home brick changed
 
     def _open_brick(self, name: str):
         """The brick's images; None if a file is missing; an UnreadableCoadd (kept, so a
@@ -182,6 +224,13 @@ class CutoutExtractor:
             return None, "brick_file_unreadable"
 
     def _cutout(self, ra: float, dec: float, brickname: str):
+        if brickname != getattr(self, "_home", None):  # objects come brick by brick: free the last one's tiles
+            for name in self._seen:
+                images = self._open(name)
+                if isinstance(images, BrickImages):
+                    images.drop_tiles()
+            self._seen, self._home = set(), brickname
+        self._seen.add(brickname)
         home = self._open(brickname)
         if isinstance(home, UnreadableCoadd):
             raise home
@@ -236,6 +285,7 @@ class CutoutExtractor:
         filled = False
         for name in np.unique(owners):
             other = self.brick(name.decode())
+            self._seen.add(name.decode())
             if other is None or other.name == home.name:
                 continue
             sel = owners == name
@@ -256,15 +306,46 @@ class CutoutExtractor:
         return filled
 
 
+_EXTRACTOR = None  # one per process: each worker opens its own files
+
+
+def _init_worker(tree, size, recentre, max_missing, zero_is_missing):
+    global _EXTRACTOR
+    _EXTRACTOR = CutoutExtractor(tree, size, recentre, max_missing, zero_is_missing)
+
+
+def _cut_brick(rows: pd.DataFrame) -> list:
+    """Every object of one brick: (index record, cube or None, info or reason, detail)."""
+    out = []
+    for row in rows.itertuples(index=False):
+        rec = {c: getattr(row, c) for c in INDEX_COLUMNS}
+        for k in KEY:
+            rec[k] = int(rec[k])
+        cube, info = _EXTRACTOR.cutout(float(row.RA), float(row.DEC), str(row.BRICKNAME))
+        out.append((rec, cube, info, _EXTRACTOR.last_detail))
+    return out
+
+
+def _write(results, writer: ShardWriter, bar):
+    for brick in results:
+        for rec, cube, info, detail in brick:
+            if cube is None:
+                writer.fail(rec, info, detail)
+            else:
+                writer.add(cube, {**rec, **info})
+        bar.update(len(brick))
+
+
 def extract_sweep(objects_path, out_dir, tree: SurveyTree, size=101, recentre=False, max_missing=0.5,
-                  max_rows=20000, zero_is_missing=True, progress=True, max_failed_fraction=1.0) -> dict:
+                  max_rows=20000, zero_is_missing=True, progress=True, max_failed_fraction=1.0, workers=1) -> dict:
     """Cutout shards for one sweep's selected objects (``objects/<sweep>.parquet``).
 
     ``tree`` is the region tree that holds the sweep (in a north + south run, north
     objects are cut from the north coadds and south ones from the south coadds).
     Every object ends in a shard or in ``failures.parquet`` with its reason
     (brick_file_missing, brick_file_unreadable, off_image, mostly_empty) and detail; the
-    manifest records the counts. When more than ``max_failed_fraction`` of at least
+    manifest records the counts. ``workers`` processes share the bricks (the rule's
+    threads); the shards are the same for any number. When more than ``max_failed_fraction`` of at least
     ``MIN_FAILED_FOR_CEILING`` objects fail, the job stops naming the likely cause (a wrong
     ``survey.root``, a missing coadd directory) and writes no manifest.
     """
@@ -279,19 +360,22 @@ def extract_sweep(objects_path, out_dir, tree: SurveyTree, size=101, recentre=Fa
     if other:
         raise LensfinderError(f"objects table {objects_path} holds REGION {other}, but its cutouts would come from "
                               f"the {tree.region} tree {tree.region_dir}: re-run the select rule for this sweep")
-    extractor = CutoutExtractor(tree, size, recentre, max_missing, zero_is_missing)
     writer = ShardWriter(out_dir, size, tree.release, max_rows=max_rows)
     objects = objects.sort_values(["BRICKNAME", "OBJID"], kind="stable")  # one brick at a time
-    for row in tqdm(objects.itertuples(index=False), total=len(objects), desc=f"cutouts {Path(objects_path).stem}",
-                    unit="obj", disable=not progress, mininterval=5):
-        rec = {c: getattr(row, c) for c in INDEX_COLUMNS}
-        for k in KEY:
-            rec[k] = int(rec[k])
-        cube, info = extractor.cutout(float(row.RA), float(row.DEC), str(row.BRICKNAME))
-        if cube is None:
-            writer.fail(rec, info, extractor.last_detail)
-        else:
-            writer.add(cube, {**rec, **info})
+    bricks = [group for _, group in objects.groupby("BRICKNAME", sort=True)]
+    settings = (tree, size, recentre, max_missing, zero_is_missing)
+    bar = tqdm(total=len(objects), desc=f"cutouts {Path(objects_path).stem}", unit="obj", disable=not progress,
+               mininterval=5)
+    if workers > 1 and len(bricks) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(min(workers, len(bricks)), _init_worker, settings) as pool:
+            results = pool.imap(_cut_brick, [g[list(INDEX_COLUMNS)] for g in bricks])  # in brick order
+            _write(results, writer, bar)
+    else:
+        _init_worker(*settings)
+        _write(map(_cut_brick, [g[list(INDEX_COLUMNS)] for g in bricks]), writer, bar)
+    bar.close()
     check_failure_ceiling(writer.failures, len(objects), max_failed_fraction, tree, objects_path)
     return writer.close(len(objects), extra={"cutout": {"size": size, "recentre": recentre, "pixscale_arcsec": 0.262}})
 

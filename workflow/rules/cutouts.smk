@@ -1,4 +1,4 @@
-# Cutout shards: one job per sweep, objects grouped by brick.
+# Cutout shards: one job per sweep, objects grouped by brick, bricks shared among the job's threads.
 
 
 rule cutouts:
@@ -13,6 +13,7 @@ rule cutouts:
         cutouts=config["cutouts"],
         survey=config["survey"],
         region=sweep_region,
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=60,

@@ -15,5 +15,6 @@ run_step(
         max_missing=c["max_missing"],
         max_rows=c["shard_rows"],
         max_failed_fraction=c["max_failed_fraction"],
+        workers=snakemake.threads,  # per-brick worker processes
     ),
 )
