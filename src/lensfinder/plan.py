@@ -44,14 +44,14 @@ COSTS = {
     "embed": Cost(17_500.0, "images/s per A100", "infer's rate x 1.41/2.02 GFLOP (EfficientNetV2-S / ResNet-50), "
                   "derived"),
     "train": Cost(1_200.0, "images/s per A100", "paper IV section 3.2 [src]"),
-    "rank_memory": Cost(520.0, "bytes per shortlisted row", "benchmarks/scale.py: rank of 1,436 sweeps' "
-                        "shortlists (0.93 GB for 1.44M rows, 0.18 GB of it Python) [meas]"),
-    "trainset_memory": Cost(112.0, "bytes per selected object", "benchmarks/scale.py: the training set's draw "
-                            "from 4.3M objects, above the imports [meas]"),
+    "rank_memory": Cost(660.0, "bytes per shortlisted row", "benchmarks/scale.py at 43.5M objects: rank of "
+                        "1,436 sweeps' shortlists, 1.21 GB for 1.44M rows, 0.26 GB of it the imports [meas]"),
+    "trainset_memory": Cost(105.0, "bytes per selected object", "benchmarks/scale.py: the training set's draw "
+                            "from 43.5M objects, 4.85 GB, above the imports [meas]"),
 }
 PAPER_IV_SELECTED, DR10_SWEEPS = 43.5e6, 1436  # paper IV's selected objects; DR10 south sweep files
 PAPER_IV_TRAIN_IMAGES = 95_000.0
-PYTHON_BYTES = 0.2e9  # a Python process with numpy, pandas and pyarrow imported (benchmarks/scale.py)
+PYTHON_BYTES = 0.26e9  # a Python process with numpy, pandas and pyarrow imported (benchmarks/scale.py)
 SCORE_BYTES = 3 * 8 + 2 * 8 + 4 + 8  # key, RA/Dec, float32 logit, float64 probability (uncompressed)
 
 
