@@ -30,7 +30,9 @@ def test_sections_left_out_get_their_defaults():
     assert minimal["selection"]["zmag_max"] == 20.0 and minimal["selection"]["min_nobs"] == 3
     assert minimal["trainset"]["ratio"] == 100 and minimal["trainset"]["validation_fraction"] == 0.3
     assert minimal["rank"] == {"select": "top_fraction", "value": 0.0001, "known_radius_arcsec": 3.0,
-                               "merge_radius_arcsec": 5.0, "mosaic_top": 48}
+                               "merge_radius_arcsec": 5.0, "mosaic_top": 48, "keep_top_per_sweep": 1000,
+                               "keep_above_score": 0.5}
+    assert minimal["infer"] == {"batch_size": 1024, "tta": False, "sweeps_per_job": 1}
     assert minimal["evaluation"]["sky_lens_fraction"] == 0.0001
     # an empty section is filled the same way
     cfg = {**minimal, "cutouts": {}}

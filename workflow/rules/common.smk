@@ -71,11 +71,9 @@ def batch_files(pattern):
 
 
 def score_files(model, batches=None):
-    """A base model's score tables: one per inference batch (the probe's: one per sweep)."""
-    if model == "probe":
-        sweeps = SWEEPS if batches is None else [s for b in batches for s in BATCHES[b]]
-        return [f"{EMBED}/probe/scores/{s}.parquet" for s in sweeps]
-    return [f"{RESULTS}/scores/{model}/{b}.parquet" for b in (BATCHES if batches is None else batches)]
+    """A base model's score tables, one per batch of sweeps (the probe's from rule probe)."""
+    where = f"{EMBED}/probe/scores" if model == "probe" else f"{RESULTS}/scores/{model}"
+    return [f"{where}/{b}.parquet" for b in (BATCHES if batches is None else batches)]
 
 
 def model_scores(wildcards):
@@ -149,7 +147,7 @@ def embed_targets():
         return []
     return [
         f"{EMBED}/encoder/encoder.pt",
-        *expand(f"{EMBED}/representations/{{sweep}}.npy", sweep=SWEEPS),
+        *expand(f"{EMBED}/representations/{{batch}}.npy", batch=BATCHES),
         f"{EMBED}/index/index.json",
         f"{EMBED}/candidates.parquet",
         f"{EMBED}/probe/probe.json",

@@ -35,17 +35,18 @@ rule pretrain:
         " --settings {params.settings:q} --out {params.out} --threads {threads} > {log} 2>&1"
 
 
-rule embed:
+rule embed:  # one job per batch of sweeps (infer.sweeps_per_job), one encoder load
     input:
-        manifest=f"{RESULTS}/cutouts/{{sweep}}/manifest.json",
+        manifests=batch_files(f"{RESULTS}/cutouts/{{sweep}}/manifest.json"),
         encoder=f"{EMBED}/encoder/encoder.pt",
     output:
-        vectors=f"{EMBED}/representations/{{sweep}}.npy",
-        index=f"{EMBED}/representations/{{sweep}}.parquet",
+        vectors=f"{EMBED}/representations/{{batch}}.npy",
+        index=f"{EMBED}/representations/{{batch}}.parquet",
     log:
-        f"{RESULTS}/logs/embed/{{sweep}}.log",
+        f"{RESULTS}/logs/embed/{{batch}}.log",
     params:
         batch_size=config["embed"]["batch_size"],
+        sweeps=batch_sweeps,
     threads: 1
     resources:
         mem_mb=8000,
@@ -58,8 +59,8 @@ rule embed:
 
 rule similarity_index:
     input:
-        vectors=expand(f"{EMBED}/representations/{{sweep}}.npy", sweep=SWEEPS),
-        index=expand(f"{EMBED}/representations/{{sweep}}.parquet", sweep=SWEEPS),
+        vectors=expand(f"{EMBED}/representations/{{batch}}.npy", batch=BATCHES),
+        index=expand(f"{EMBED}/representations/{{batch}}.parquet", batch=BATCHES),
     output:
         faiss=f"{EMBED}/index/index.faiss",
         vector_keys=f"{EMBED}/index/keys.parquet",
@@ -112,13 +113,13 @@ rule probe:
         labels=f"{RESULTS}/trainset/labels.parquet",
         cutouts=f"{RESULTS}/trainset/cutouts.npy",
         encoder=f"{EMBED}/encoder/encoder.pt",
-        vectors=expand(f"{EMBED}/representations/{{sweep}}.npy", sweep=SWEEPS),
-        index=expand(f"{EMBED}/representations/{{sweep}}.parquet", sweep=SWEEPS),
+        vectors=expand(f"{EMBED}/representations/{{batch}}.npy", batch=BATCHES),
+        index=expand(f"{EMBED}/representations/{{batch}}.parquet", batch=BATCHES),
     output:
         model=f"{EMBED}/probe/probe.pkl",
         info=f"{EMBED}/probe/probe.json",
         trainset_scores=f"{EMBED}/probe/trainset_scores.parquet",
-        scores=expand(f"{EMBED}/probe/scores/{{sweep}}.parquet", sweep=SWEEPS),
+        scores=expand(f"{EMBED}/probe/scores/{{batch}}.parquet", batch=BATCHES),
     log:
         f"{RESULTS}/logs/probe.log",
     params:
@@ -140,7 +141,7 @@ rule embed_summary:
         faiss=f"{EMBED}/index/index.faiss",
         catalogs=catalog_input_files(config["lens_catalogs"]),
         truth=config["evaluation"]["truth"] or [],
-        probe_scores=expand(f"{EMBED}/probe/scores/{{sweep}}.parquet", sweep=SWEEPS),
+        probe_scores=expand(f"{EMBED}/probe/scores/{{batch}}.parquet", batch=BATCHES),
         probe_info=f"{EMBED}/probe/probe.json",
         objects=expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
         manifests=expand(f"{RESULTS}/cutouts/{{sweep}}/manifest.json", sweep=SWEEPS),

@@ -1,10 +1,10 @@
-from lensfinder.embed.represent import embed_sweep
+from lensfinder.embed.represent import embed_sweeps
 from lensfinder.workflow import run_step
 
 run_step(
     snakemake,
-    lambda: embed_sweep(
-        snakemake.input.manifest, snakemake.input.encoder, snakemake.output.vectors, snakemake.output.index,
-        batch_size=snakemake.params.batch_size, threads=snakemake.threads,
+    lambda: embed_sweeps(
+        snakemake.input.manifests, snakemake.params.sweeps, snakemake.input.encoder, snakemake.output.vectors,
+        snakemake.output.index, batch_size=snakemake.params.batch_size, threads=snakemake.threads,
     ),
 )

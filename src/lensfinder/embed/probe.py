@@ -83,7 +83,7 @@ def probe_logit(model, features) -> np.ndarray:
 
 def run_probe(trainset_dir, encoder_path, representations, score_paths, cfg: ProbeConfig, out_dir,
               threads=None) -> dict:
-    """Fit, validate, and score every sweep. ``representations``: (npy, parquet) per sweep;
+    """Fit, validate, and score every sweep. ``representations``: (npy, parquet) per batch of sweeps;
     ``score_paths``: the Parquet to write for each of them, in the same order."""
     import torch
 
@@ -138,7 +138,8 @@ def _write_scores(model, vectors, index, out, probe_path, encoder_sha):
 
     s = probe_logit(model, np.asarray(vectors, dtype=np.float32)) if len(index) else np.zeros(0, np.float32)
     frame = pa.table({**{k: index[k].astype(np.int64).to_numpy() for k in KEY}, "RA": index["RA"].to_numpy(),
-                      "DEC": index["DEC"].to_numpy(), "logit": s, "prob": expit(s.astype(np.float64))})
+                      "DEC": index["DEC"].to_numpy(), "logit": s, "prob": expit(s.astype(np.float64)),
+                      **({"SWEEP": index["SWEEP"].astype(str).to_numpy()} if "SWEEP" in index else {})})
     meta = {b"lensfinder.probe": str(probe_path).encode(), b"lensfinder.encoder_sha256": encoder_sha.encode()}
     with atomic_path(out) as tmp:
         pq.write_table(frame.replace_schema_metadata(meta), tmp)

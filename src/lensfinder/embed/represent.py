@@ -67,16 +67,47 @@ def _device(device):
 def embed_sweep(manifest_path, encoder_path, out_npy, out_index, batch_size=512, device=None, threads=None,
                 progress=True) -> dict:
     """Representations of every cutout of one sweep's shard set (see the module docstring)."""
+    return embed_sweeps([manifest_path], [Path(manifest_path).parent.name], encoder_path, out_npy, out_index,
+                        batch_size, device, threads, progress)
+
+
+def embed_sweeps(manifest_paths, sweeps, encoder_path, out_npy, out_index, batch_size=512, device=None, threads=None,
+                 progress=True) -> dict:
+    """Representations of every cutout of several sweeps' shard sets with one encoder load
+    (a batch of ``infer.sweeps_per_job`` sweeps): one .npy and one index (with SWEEP), sweep
+    by sweep in shard order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tqdm import tqdm
 
+    if len(manifest_paths) != len(sweeps):
+        raise LensfinderError(f"{len(manifest_paths)} shard sets for {len(sweeps)} sweeps: give one per sweep")
     if threads:
         torch.set_num_threads(threads)
     device = _device(device)
     encoder, ck = load_encoder(encoder_path, device)
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
+    parts, tables = [], []
+    for manifest_path, sweep in zip(manifest_paths, sweeps):
+        reps, table = _embed_shard_set(encoder, ck, device, manifest_path, encoder_path, batch_size, progress)
+        parts.append(reps)
+        tables.append(table.append_column("SWEEP", pa.array([sweep] * len(table), pa.string())))
+    reps = np.concatenate(parts) if parts else np.zeros((0, ck["dim"]), np.float16)
+    table = pa.concat_tables(tables)
+    meta = {b"lensfinder.encoder": str(encoder_path).encode(), b"lensfinder.encoder_sha256": sha256(encoder_path).encode(),
+            b"lensfinder.dim": str(reps.shape[1]).encode()}
+    with atomic_path(out_npy) as tmp:
+        np.save(tmp, reps)
+    with atomic_path(out_index) as tmp:
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+    return {"rows": len(reps), "dim": int(reps.shape[1])}
+
+
+def _embed_shard_set(encoder, ck, device, manifest_path, encoder_path, batch_size, progress):
+    """(fp16 representations, index table) of one shard set."""
+    import pyarrow as pa
+    from tqdm import tqdm
+
     try:
         shards = ShardSet(manifest_path)
     except LensfinderError as err:
@@ -84,8 +115,8 @@ def embed_sweep(manifest_path, encoder_path, out_npy, out_index, batch_size=512,
     check_compatible(encoder_path, ck, manifest_path, shards.manifest)
     total = (len(shards) + batch_size - 1) // batch_size
     images = (batch for batch, _ in shards.batches(batch_size))
-    parts = list(tqdm(encode_batches(encoder, images, device), total=total, desc=f"embed {Path(out_npy).stem}",
-                      disable=not progress, mininterval=10))
+    parts = list(tqdm(encode_batches(encoder, images, device), total=total,
+                      desc=f"embed {Path(manifest_path).parent.name}", disable=not progress, mininterval=10))
     reps = np.concatenate(parts) if parts else np.zeros((0, ck["dim"]), np.float16)
     index = shards.index
     if len(reps) != len(index):
@@ -97,14 +128,7 @@ def embed_sweep(manifest_path, encoder_path, out_npy, out_index, batch_size=512,
     missing = [c for c in INDEX_COLUMNS if c not in index.columns]
     if missing:
         raise LensfinderError(f"shard index of {manifest_path} lacks {missing}: re-run its cutouts job")
-    table = pa.Table.from_pandas(index[list(INDEX_COLUMNS)].reset_index(drop=True), preserve_index=False)
-    meta = {b"lensfinder.encoder": str(encoder_path).encode(), b"lensfinder.encoder_sha256": sha256(encoder_path).encode(),
-            b"lensfinder.dim": str(reps.shape[1]).encode()}
-    with atomic_path(out_npy) as tmp:
-        np.save(tmp, reps)
-    with atomic_path(out_index) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
-    return {"rows": len(reps), "dim": int(reps.shape[1])}
+    return reps, pa.Table.from_pandas(index[list(INDEX_COLUMNS)].reset_index(drop=True), preserve_index=False)
 
 
 def embed_array(images, encoder_path, batch_size=512, device=None) -> np.ndarray:
