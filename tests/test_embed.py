@@ -479,7 +479,9 @@ def test_linear_probe_fits_on_frozen_representations_and_writes_the_networks_for
     assert list(ts.columns) == ["RELEASE", "BRICKID", "OBJID", "LABEL", "SPLIT", "ROW", "logit", "prob"]
     assert ts.logit.dtype == np.float32 and np.allclose(ts.prob, 1 / (1 + np.exp(-ts.logit.astype(float))))
     scores = pd.read_parquet(tmp_path / "scores.parquet")
-    assert list(scores.columns) == ["RELEASE", "BRICKID", "OBJID", "RA", "DEC", "logit", "prob"] and len(scores) == 64
+    # the networks' columns, and the SWEEP of each row (the representations' batch carries it)
+    assert list(scores.columns) == ["RELEASE", "BRICKID", "OBJID", "RA", "DEC", "logit", "prob", "SWEEP"]
+    assert len(scores) == 64 and set(scores.SWEEP) == set(pd.read_parquet(out / "sweep.parquet").SWEEP)
     assert scores[list(KEY)].equals(pd.read_parquet(out / "sweep.parquet")[list(KEY)])
     # the probe's score of an object is the same from the sweep and from a direct call
     import pickle

@@ -200,6 +200,18 @@ def test_per_sweep_shortlists_rank_as_the_whole_table(ranking_inputs):
     assert per_sweep["recommended"].sum() == len(b)
 
 
+def test_an_empty_sweep_has_an_empty_shortlist(ranking_inputs):
+    """A sweep that selected nothing (or whose cutouts all failed) is shortlisted, counted as
+    zero and ranked beside the others."""
+    d, _ = ranking_inputs
+    cfg = RankConfig(select="top_n", value=10, mosaic_top=0)
+    whole = _rank(d, cfg, "whole")
+    split = _rank(d, cfg, "empty", sweeps={"sweep-150p000-155p005": np.arange(40), "sweep-155p000-160p005": []})
+    per_sweep = pd.read_csv(d / "empty/counts_per_sweep.csv").set_index("sweep")
+    assert per_sweep.loc["sweep-155p000-160p005"].sum() == 0 and per_sweep.loc["sweep-150p000-155p005", "scored"] == 40
+    assert split["cut_logit_ensemble"] == whole["cut_logit_ensemble"] and split["selected"] == whole["selected"]
+
+
 def test_a_cut_below_what_a_sweep_dropped_is_an_error_naming_the_sweep(ranking_inputs):
     d, _ = ranking_inputs
     sweeps = {"sweep-150p000-155p005": np.arange(0, 20), "sweep-155p000-160p005": np.arange(20, 40)}

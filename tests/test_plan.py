@@ -67,6 +67,7 @@ def test_plan_on_a_dr10_sized_tree_counts_what_snakemake_would_submit(tmp_path):
     # shortlist job per batch; select and cutouts go 20 sweeps to a SLURM job
     assert expected["infer"] == table["infer"][1] == 2 * math.ceil(N_SWEEPS / 50) == 58
     assert expected["shortlist"] == table["shortlist"][1] == 29
+    assert expected["embed"] == table["embed"][1] == 29  # the representations, batched the same way
     assert table["select"][1] == math.ceil(N_SWEEPS / 20) and table["cutouts"][1] == 0
     assert f"| sweeps | {N_SWEEPS:,} (" in text and f"| sweep rows | {N_SWEEPS * ROWS:,} |" in text
     per_sweep = 43.5e6 / 1436

@@ -80,7 +80,8 @@ def combine(scores: dict, objects: pd.DataFrame, meta: dict, meta_path="the meta
         raise LensfinderError(f"the meta-learner {meta_path} needs scores of model(s) {missing}, which are not given")
     finite = np.isfinite(features[meta["inputs"]].to_numpy()).all(axis=1)
     table["LOGIT_ENSEMBLE"] = np.nan
-    table.loc[finite, "LOGIT_ENSEMBLE"] = apply_meta(meta, features[finite])
+    if finite.any():  # an empty sweep (nothing selected, every cutout failed) has nothing to score
+        table.loc[finite, "LOGIT_ENSEMBLE"] = apply_meta(meta, features[finite])
     for c in [*logit_cols, "LOGIT_MEAN", "LOGIT_ENSEMBLE"]:
         table["SCORE_" + c.removeprefix("LOGIT_")] = expit(table[c])
     return table.reset_index()
