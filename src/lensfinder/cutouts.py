@@ -322,7 +322,8 @@ def _cut_brick(rows: pd.DataFrame) -> list:
         for k in KEY:
             rec[k] = int(rec[k])
         cube, info = _EXTRACTOR.cutout(float(row.RA), float(row.DEC), str(row.BRICKNAME))
-        out.append((rec, cube, info, _EXTRACTOR.last_detail))
+        # fp16 as the shards store it: half the bytes back to the writing process, same shards
+        out.append((rec, None if cube is None else cube.astype(np.float16), info, _EXTRACTOR.last_detail))
     return out
 
 

@@ -38,7 +38,8 @@ class Cost:
 
 COSTS = {
     "sweep_read": Cost(0.8e9, "sweep bytes/s per core", "docs/performance.md: fitsio decode, measured [meas]"),
-    "cutouts": Cost(258.0, "cutouts/s per core", "benchmarks/README.md, Cutouts: extraction to shards, 2-core CPU [meas]"),
+    "cutouts": Cost(803.0, "cutouts/s per core", "benchmarks/README.md, Cutouts: extraction to shards with the tile "
+                    "cache, 1 worker, 2,000 objects on 2 bricks, 2-core CPU [meas]"),
     "infer": Cost(25_000.0, "images/s per A100", "docs/performance.md: EfficientNetV2-S at 101 px, derived from "
                   "published rates (no GPU measured here)"),
     "embed": Cost(17_500.0, "images/s per A100", "infer's rate x 1.41/2.02 GFLOP (EfficientNetV2-S / ResNet-50), "
