@@ -387,6 +387,27 @@ def embedded(shards, pretrained, tmp_path_factory):
     return out, info
 
 
+def test_a_batch_of_sweeps_embeds_as_each_alone_with_an_empty_one_among_them(shards, pretrained, embedded,
+                                                                             tmp_path):
+    """infer.sweeps_per_job for the representations: one encoder load, one file, each sweep's
+    rows as embedding it alone, SWEEP on every row; an empty sweep adds nothing."""
+    from lensfinder.embed.represent import embed_sweeps
+    from lensfinder.shards import ShardWriter
+
+    out, _ = embedded
+    ShardWriter(tmp_path / "empty", 64, "dr10").close(0)
+    info = embed_sweeps([shards[0], tmp_path / "empty/manifest.json", shards[0]], ["a", "b", "c"],
+                        pretrained / "encoder.pt", tmp_path / "batch.npy", tmp_path / "batch.parquet", batch_size=20,
+                        progress=False)
+    alone_v, alone_i = np.load(out / "sweep.npy"), pd.read_parquet(out / "sweep.parquet")
+    v, index = np.load(tmp_path / "batch.npy"), pd.read_parquet(tmp_path / "batch.parquet")
+    assert info["rows"] == len(v) == len(index) == 2 * len(alone_v)
+    assert index.SWEEP.tolist() == ["a"] * len(alone_v) + ["c"] * len(alone_v)
+    assert np.array_equal(v[: len(alone_v)], alone_v) and np.array_equal(v[len(alone_v) :], alone_v)
+    assert index[index.SWEEP == "a"].drop(columns="SWEEP").reset_index(drop=True).equals(
+        alone_i.drop(columns="SWEEP"))
+
+
 def test_representations_are_the_encoders_fp16_output_keyed_in_shard_order(shards, pretrained, embedded):
     from lensfinder.shards import ShardSet
 

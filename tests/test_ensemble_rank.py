@@ -227,3 +227,9 @@ def test_a_cut_below_what_a_sweep_dropped_is_an_error_naming_the_sweep(ranking_i
     ).dropna(subset=["LOGIT_ENSEMBLE"]), RankConfig(select="threshold", value=0.6)))
     with pytest.raises(LensfinderError, match="could rank above the cut"):
         _rank(d, RankConfig(select="threshold", value=0.4), "floor2", sweeps=sweeps, keep=floor)
+    # a cut asking for more than the shortlists hold: 10 wanted, 2 + 2 kept, the rest dropped
+    keep2 = RankConfig(keep_top_per_sweep=2, keep_above_score=1.0)
+    with pytest.raises(LensfinderError, match="could rank above the cut"):
+        _rank(d, RankConfig(select="top_n", value=10), "short2", sweeps=sweeps, keep=keep2)
+    with pytest.raises(LensfinderError, match="could rank above the cut"):
+        _rank(d, RankConfig(select="top_fraction", value=0.5), "short3", sweeps=sweeps, keep=keep2)

@@ -363,7 +363,7 @@ def extract_sweep(objects_path, out_dir, tree: SurveyTree, size=101, recentre=Fa
                               f"the {tree.region} tree {tree.region_dir}: re-run the select rule for this sweep")
     writer = ShardWriter(out_dir, size, tree.release, max_rows=max_rows)
     objects = objects.sort_values(["BRICKNAME", "OBJID"], kind="stable")  # one brick at a time
-    bricks = [group for _, group in objects.groupby("BRICKNAME", sort=True)]
+    bricks = [group for _, group in objects.groupby("BRICKNAME", sort=True, dropna=False)]
     settings = (tree, size, recentre, max_missing, zero_is_missing)
     bar = tqdm(total=len(objects), desc=f"cutouts {Path(objects_path).stem}", unit="obj", disable=not progress,
                mininterval=5)

@@ -118,7 +118,7 @@ def infer_sweeps(manifest_paths, sweeps, checkpoint_path, out_path, batch_size=1
         table, nan = _score_shard_set(model, ck, device, manifest_path, checkpoint_path, batch_size, tta, progress)
         tables.append(table.append_column("SWEEP", pa.array([sweep] * len(table), pa.string())))
         nan_total += nan
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables(tables, promote_options="default")  # an empty sweep's columns may be untyped
     meta = {b"lensfinder.checkpoint": str(checkpoint_path).encode(), b"lensfinder.tta": str(tta).encode(),
             b"lensfinder.trainset_fingerprint": str(ck.get("trainset_fingerprint")).encode()}
     with atomic_path(out_path) as tmp:

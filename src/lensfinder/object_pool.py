@@ -1,6 +1,7 @@
 """The run's selected objects as the training set draws from them: read one sweep at a
 time into compact arrays (key, position, stratum, sweep, row, the shard set holding its
-cutout), about 70 bytes per object, so that DR10's 43.5M objects fit in a few GB. Full
+cutout), about 50 bytes per object plus a sort index, so that DR10's 43.5M objects fit in a
+few GB (4.85 GB peak for the whole training-set draw, ``benchmarks/scale.py``). Full
 rows and cutouts are read back only for the objects drawn, sweep by sweep.
 """
 
@@ -126,6 +127,8 @@ class ObjectPool:
     def find(self, keys) -> np.ndarray:
         """Pool indices (ascending) of the objects whose key is in ``keys``."""
         keys = np.array(sorted({tuple(int(v) for v in k) for k in keys}), dtype=np.int64).reshape(-1, 3)
+        packable = np.all((keys >= 0) & (keys < np.array([1 << b for b in _BITS])), axis=1)  # others are in no pool
+        keys = keys[packable]
         return np.sort(self._locate(pack_keys(keys[:, 0], keys[:, 1], keys[:, 2])))
 
     def rows(self, idx) -> pd.DataFrame:

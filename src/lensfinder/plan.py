@@ -87,9 +87,8 @@ def dry_run_jobs(workdir: Path, snakemake_args: list[str]) -> tuple[dict, dict]:
 def submissions(jobs: dict, profile: dict) -> dict:
     """SLURM jobs per rule: grouped rules share one submission per ``group-components``
     connected components (all of a group's rules counted on its first rule); localrules
-    and ``all`` none. A group's rules are chained per sweep (select -> cutouts; infer of
-    every model -> shortlist), so its components are as many as its rule with the fewest
-    jobs (e.g. one shortlist per sweep for two infer jobs)."""
+    and ``all`` none. A group's rules are chained one job per sweep (select -> cutouts), so
+    its components are as many as its rule with the most jobs."""
     groups = profile.get("groups") or {}
     components = profile.get("group-components") or {}
     out, seen = {}, set()
@@ -101,7 +100,7 @@ def submissions(jobs: dict, profile: dict) -> dict:
             out[rule] = 0
         else:
             seen.add(group)
-            n_components = min(jobs[r] for r, g in groups.items() if g == group and r in jobs)
+            n_components = max(jobs[r] for r, g in groups.items() if g == group and r in jobs)
             out[rule] = math.ceil(n_components / int(components.get(group, 1)))
     return out
 

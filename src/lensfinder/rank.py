@@ -108,34 +108,42 @@ def select(table: pd.DataFrame, cfg: RankConfig, n_scored: int | None = None) ->
     ranked = ranking_order(table)
     if cfg.select == "threshold":
         return ranked[ranked["SCORE_ENSEMBLE"] >= cfg.value]
+    return ranked.head(wanted(cfg, len(table) if n_scored is None else n_scored))
+
+
+def wanted(cfg: RankConfig, n_scored: int) -> int:
+    """How many objects a top_n or top_fraction cut selects out of ``n_scored``."""
     if cfg.select == "top_fraction":
-        n = max(1, int(np.ceil(cfg.value * (len(table) if n_scored is None else n_scored))))
-    elif cfg.select == "top_n":
-        n = int(cfg.value)
-    else:
-        raise LensfinderError(f"rank.select {cfg.select!r} must be threshold, top_fraction or top_n")
-    return ranked.head(n)
+        return max(1, int(np.ceil(cfg.value * n_scored)))
+    if cfg.select == "top_n":
+        return int(cfg.value)
+    raise LensfinderError(f"rank.select {cfg.select!r} must be threshold, top_fraction or top_n")
 
 
 def rank(shortlist_paths, manifests, catalog_specs, cfg: RankConfig, out_dir) -> dict:
-    """Rank the sweeps' shortlists (``lensfinder.shortlist``: ``<sweep>.parquet`` with its
-    ``<sweep>.json`` beside) and write the recommendations, their summary and mosaic."""
+    """Rank the shortlists (``lensfinder.shortlist``: ``<batch>.parquet`` with its
+    ``<batch>.json`` beside; ``manifests``: every sweep's shard set) and write the
+    recommendations, their summary and mosaic."""
     from .shortlist import check_cut_covers_shortlists, read_shortlists
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table, infos = read_shortlists(shortlist_paths)
+    manifest_of = _manifests_by_sweep([i["sweep"] for i in infos], manifests)
     n_scored = sum(i["scored"] for i in infos)
     n_finite = n_scored - sum(i["nan_scores"] for i in infos)
-    nan = table[table["SCORE_ENSEMBLE"].isna()]
+    finite = np.isfinite(table["LOGIT_ENSEMBLE"].to_numpy(dtype=np.float64))
+    nan = table[~finite]
     with atomic_path(out_dir / "nan_scores.csv") as tmp:
         nan[[*KEY, "RA", "DEC", "SWEEP"]].to_csv(tmp, index=False)
     if len(nan):
         log.warning("%d object(s) have NaN scores and are not ranked (listed in nan_scores.csv)", len(nan))
-    scored = table[table["SCORE_ENSEMBLE"].notna()]
+    scored = table[finite]
     chosen = select(scored, cfg, n_finite)
     if cfg.select == "threshold":
         bar = float(logit(cfg.value))
+    elif len(chosen) < min(wanted(cfg, n_finite), n_finite):  # the shortlists ran out: anything dropped counts
+        bar = -np.inf
     else:
         bar = float(chosen["LOGIT_ENSEMBLE"].min()) if len(chosen) else -np.inf
     check_cut_covers_shortlists(bar, infos)
@@ -190,11 +198,22 @@ def rank(shortlist_paths, manifests, catalog_specs, cfg: RankConfig, out_dir) ->
     }).fillna(0).astype(int).rename_axis("sweep").reset_index()
     with atomic_path(out_dir / "counts_per_sweep.csv") as tmp:
         per_sweep.to_csv(tmp, index=False)
-    if len(manifests) != len(infos):
-        raise LensfinderError(f"{len(manifests)} shard sets for {len(infos)} shortlists: give one manifest per "
-                              "sweep, in the shortlists' order")
-    _mosaic(out_dir / "mosaic.png", recs.head(cfg.mosaic_top), dict(zip([i["sweep"] for i in infos], manifests)))
+    _mosaic(out_dir / "mosaic.png", recs.head(cfg.mosaic_top), manifest_of)
     return summary
+
+
+def _manifests_by_sweep(sweeps, manifests) -> dict:
+    """Sweep id -> its shard set: the manifest under ``.../<sweep id>/manifest.json``; else, for
+    lists not laid out so (one set for several sweeps), by position."""
+    manifests = [Path(m) for m in manifests]
+    if len(manifests) != len(sweeps):
+        raise LensfinderError(f"{len(manifests)} shard sets for {len(sweeps)} shortlisted sweeps: give one manifest "
+                              "per sweep")
+    by_path = {m.parent.as_posix(): m for m in manifests}
+    out = {}
+    for sweep, fallback in zip(sweeps, manifests):
+        out[sweep] = next((m for p, m in by_path.items() if p.endswith(f"/{sweep}") or p == sweep), fallback)
+    return out
 
 
 def _one_or_all(values):

@@ -39,8 +39,11 @@ def shortlist_batch(sweeps, score_paths: dict, objects_paths, meta_path, cfg: Ra
     scores = {m: _read_scores(paths, sweeps) for m, paths in score_paths.items()}
     kept, infos = [], []
     for sweep, objects_path in zip(sweeps, objects_paths, strict=True):
-        table = combine({m: f[f["SWEEP"] == sweep] for m, f in scores.items()}, read_keyed(objects_path, OBJECT_COLUMNS),
-                        meta, meta_path)
+        objects = read_keyed(objects_path, OBJECT_COLUMNS)
+        if len(objects) and set(objects["SWEEP"]) != {sweep}:
+            raise LensfinderError(f"objects table {objects_path} holds sweep(s) {sorted(set(objects['SWEEP']))[:3]}, "
+                                  f"not {sweep}: give each sweep's objects in the batch's order")
+        table = combine({m: f[f["SWEEP"] == sweep] for m, f in scores.items()}, objects, meta, meta_path)
         rows, info = _shortlist(table, sweep, cfg)
         kept.append(rows)
         infos.append(info)

@@ -13,7 +13,7 @@ rule cutouts:
         cutouts=config["cutouts"],
         survey=config["survey"],
         region=sweep_region,
-    threads: 2
+    threads: 1  # worker processes; on 2 cores two 1-worker jobs beat one 2-worker job (benchmarks/README.md)
     resources:
         mem_mb=4000,
         runtime=60,

@@ -78,7 +78,8 @@ rule shortlist:
     params:
         models=MODELS,
         sweeps=batch_sweeps,
-        rank=config["rank"],
+        # only what a shortlist keeps: changing the cut or the radii re-runs rank alone
+        rank={k: config["rank"][k] for k in ("keep_top_per_sweep", "keep_above_score")},
     resources:
         mem_mb=4000,
         runtime=10,

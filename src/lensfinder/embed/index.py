@@ -142,10 +142,12 @@ class RepresentationFiles:
     def __len__(self):
         return int(self.offsets[-1])
 
-    def blocks(self):
-        """Unit float32 vectors, file by file."""
+    def blocks(self, rows: int = 250_000):
+        """Unit float32 vectors in file order, at most ``rows`` at a time (a batch of sweeps'
+        file can hold millions)."""
         for v in self.vectors:
-            yield normalise(v)
+            for i in range(0, len(v), rows):
+                yield normalise(v[i : i + rows])
 
     def take(self, rows) -> np.ndarray:
         """Unit float32 vectors of global rows (any order)."""

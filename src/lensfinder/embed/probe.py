@@ -33,6 +33,8 @@ from ..train import check_splits, load_trainset
 from .index import read_representations
 from .represent import embed_array
 
+SCORE_BLOCK = 100_000  # rows scored at once
+
 
 @dataclass
 class ProbeConfig:
@@ -136,7 +138,10 @@ def _write_scores(model, vectors, index, out, probe_path, encoder_sha):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    s = probe_logit(model, np.asarray(vectors, dtype=np.float32)) if len(index) else np.zeros(0, np.float32)
+    # in blocks of rows: a batch of sweeps' vectors would not fit in memory as float64
+    blocks = [probe_logit(model, np.asarray(vectors[i : i + SCORE_BLOCK], dtype=np.float32))
+              for i in range(0, len(index), SCORE_BLOCK)]
+    s = np.concatenate(blocks).astype(np.float32) if blocks else np.zeros(0, np.float32)
     frame = pa.table({**{k: index[k].astype(np.int64).to_numpy() for k in KEY}, "RA": index["RA"].to_numpy(),
                       "DEC": index["DEC"].to_numpy(), "logit": s, "prob": expit(s.astype(np.float64)),
                       **({"SWEEP": index["SWEEP"].astype(str).to_numpy()} if "SWEEP" in index else {})})

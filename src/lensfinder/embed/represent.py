@@ -87,20 +87,26 @@ def embed_sweeps(manifest_paths, sweeps, encoder_path, out_npy, out_index, batch
     encoder, ck = load_encoder(encoder_path, device)
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
-    parts, tables = [], []
-    for manifest_path, sweep in zip(manifest_paths, sweeps):
-        reps, table = _embed_shard_set(encoder, ck, device, manifest_path, encoder_path, batch_size, progress)
-        parts.append(reps)
-        tables.append(table.append_column("SWEEP", pa.array([sweep] * len(table), pa.string())))
-    reps = np.concatenate(parts) if parts else np.zeros((0, ck["dim"]), np.float16)
-    table = pa.concat_tables(tables)
-    meta = {b"lensfinder.encoder": str(encoder_path).encode(), b"lensfinder.encoder_sha256": sha256(encoder_path).encode(),
-            b"lensfinder.dim": str(reps.shape[1]).encode()}
+    # the batch's vectors go straight into a memory-mapped .npy (a batch of 50 DR10 sweeps
+    # holds ~1.5M x 2048 values): sized from the shard sets' row counts
+    rows = [len(ShardSet(m)) for m in manifest_paths]
+    tables, start = [], 0
     with atomic_path(out_npy) as tmp:
-        np.save(tmp, reps)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(sum(rows), ck["dim"]))
+        for manifest_path, sweep, n in zip(manifest_paths, sweeps, rows):
+            reps, table = _embed_shard_set(encoder, ck, device, manifest_path, encoder_path, batch_size, progress)
+            out[start : start + n] = reps
+            start += n
+            tables.append(table.append_column("SWEEP", pa.array([sweep] * len(table), pa.string())))
+        out.flush()
+        del out
+    # an empty sweep's index has untyped (null) string columns: promote them to the others' types
+    table = pa.concat_tables(tables, promote_options="default")
+    meta = {b"lensfinder.encoder": str(encoder_path).encode(), b"lensfinder.encoder_sha256": sha256(encoder_path).encode(),
+            b"lensfinder.dim": str(ck["dim"]).encode()}
     with atomic_path(out_index) as tmp:
         pq.write_table(table.replace_schema_metadata(meta), tmp)
-    return {"rows": len(reps), "dim": int(reps.shape[1])}
+    return {"rows": int(sum(rows)), "dim": int(ck["dim"])}
 
 
 def _embed_shard_set(encoder, ck, device, manifest_path, encoder_path, batch_size, progress):
