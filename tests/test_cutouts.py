@@ -115,17 +115,20 @@ def test_workers_give_the_same_shards_and_each_tile_is_decompressed_once(tiny_sh
     import json
 
     root, out, stems = tiny_shards
-    stem = max(stems, key=lambda s: len(pd.read_parquet(out / f"{s}.parquet")))
-    assert pd.read_parquet(out / f"{stem}.parquet").BRICKNAME.nunique() > 1  # so the bricks are shared out
-    one = json.loads((out / stem / "manifest.json").read_text())
-    extract_sweep(out / f"{stem}.parquet", tmp_path / "w2", SurveyTree(root), size=101, max_rows=8, progress=False,
-                  workers=2)
-    two = json.loads((tmp_path / "w2/manifest.json").read_text())
-    assert two["counts"] == one["counts"] and len(two["shards"]) > 1
+    # both sweeps' objects in one table: two bricks, so two workers each get one
+    objects = pd.concat([pd.read_parquet(out / f"{s}.parquet") for s in stems], ignore_index=True)
+    assert objects.BRICKNAME.nunique() > 1
+    objects.to_parquet(tmp_path / "objects.parquet")
+    manifests = {}
+    for workers in (1, 2):
+        extract_sweep(tmp_path / "objects.parquet", tmp_path / f"w{workers}", SurveyTree(root), size=101, max_rows=8,
+                      progress=False, workers=workers)
+        manifests[workers] = json.loads((tmp_path / f"w{workers}/manifest.json").read_text())
+    one, two = manifests[1], manifests[2]
+    assert two["counts"] == one["counts"] and two["counts"]["selected"] == len(objects) and len(two["shards"]) > 1
     assert [s["sha256"] for s in two["shards"]] == [s["sha256"] for s in one["shards"]]
-    assert pd.read_parquet(tmp_path / "w2/failures.parquet").equals(pd.read_parquet(out / stem / "failures.parquet"))
+    assert pd.read_parquet(tmp_path / "w2/failures.parquet").equals(pd.read_parquet(tmp_path / "w1/failures.parquet"))
     # the tiles the brick's cutouts touch, counted from their sections, each decompressed once per band
-    objects = pd.read_parquet(out / f"{stem}.parquet")
     brick = objects.BRICKNAME.value_counts().index[0]
     ex = CutoutExtractor(SurveyTree(root), 101)
     home = ex.brick(brick)
