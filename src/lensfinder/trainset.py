@@ -50,7 +50,7 @@ import pandas as pd
 from .catalogs import CatalogSpec, grade_ok, union_catalogs
 from .crossmatch import friends_of_friends_square, pairs_in_square, pairs_within, tangent_offsets_arcsec
 from .errors import LensfinderError, atomic_path
-from .object_pool import ObjectPool, stratum_of
+from .object_pool import ObjectPool
 from .shards import KEY
 
 log = logging.getLogger(__name__)
