@@ -142,7 +142,7 @@ def run_stage(root: Path, names: list[str], stage: str, baseline_sweeps: int):
 def measure(root: Path, stage: str, args) -> dict:
     """Peak RSS (bytes) and wall time of one stage in a fresh process."""
     cmd = [sys.executable, __file__, "--child", stage, "--dir", str(root), "--sweeps", str(args.sweeps),
-           "--per-sweep", str(args.per_sweep), "--baseline-sweeps", str(args.baseline_sweeps)]
+           "--per-sweep", str(args.per_sweep), "--baseline-sweeps", str(args.baseline_sweeps), "--size", str(args.size)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
@@ -165,6 +165,10 @@ def main():
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     names = [sweep_name(i) for i in range(args.sweeps)]
+    if args.child == "inputs":
+        make_inputs(args.dir, args.sweeps, args.per_sweep, args.size)
+        print("{}")
+        return
     if args.child:
         if args.child != "baseline":
             run_stage(args.dir, names, args.child, args.baseline_sweeps)
@@ -179,7 +183,8 @@ def main():
         n = args.sweeps * args.per_sweep
         t0 = time.perf_counter()
         if not (root / "meta.pkl").exists():
-            make_inputs(root, args.sweeps, args.per_sweep, args.size)
+            # in its own process too: a child forked from a large parent starts at the parent's RSS
+            measure(root, "inputs", args)
         print(f"{args.sweeps:,} sweeps x {args.per_sweep:,} objects = {n:,} objects "
               f"(inputs in {time.perf_counter() - t0:.0f} s)\n")
         res = {s: measure(root, s, args) for s in ("baseline", "shortlist", "rank", "trainset", "whole-table")}

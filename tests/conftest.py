@@ -91,6 +91,9 @@ def tiny_config(**survey) -> dict:
                                   "train": TINY_TRAIN}}
     cfg["survey"].update(survey)
     cfg["trainset"]["injections"] = 0  # the tiny mock has few deflectors; test_inject covers training injections
+    # its validation split holds one lens or two, too few to fit the meta-learner on (the default):
+    # test_ensemble_rank covers fit_on: validation
+    cfg["ensemble"]["fit_on"] = "training"
     if survey.get("source") == "tree":
         root = survey["root"]
         cfg["lens_catalogs"] = [{"path": f"{root}/catalogues/known_lenses.csv"}]

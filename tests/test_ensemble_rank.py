@@ -39,6 +39,103 @@ def test_meta_learner_is_at_least_as_good_as_the_better_base_model():
     assert np.allclose(expit(z), meta.predict_proba(feats[val])[:, 1], rtol=0, atol=1e-12)
 
 
+def _overfit_training_scores(rng, n):
+    """Two base models' logits on the training and validation splits: ``fit`` separated its
+    training rows (they are what it learnt) but is noise elsewhere; ``honest`` is as
+    informative everywhere. ``fresh`` rows stand for the survey."""
+    y = (rng.random(n) < 0.2).astype(int)
+    split = np.where(np.arange(n) % 3 == 0, "val", "train")
+    fit = np.where(split == "train", 4.0 * y - 2 + rng.normal(0, 0.5, n), rng.normal(0, 1.5, n))
+    honest = 1.5 * y + rng.normal(0, 1, n)
+    fresh_y = (rng.random(4000) < 0.2).astype(int)
+    fresh = np.stack([rng.normal(0, 1.5, 4000), 1.5 * fresh_y + rng.normal(0, 1, 4000)], 1)
+    return y, split, fit, honest, fresh, fresh_y
+
+
+def test_stacker_never_falls_when_a_base_model_rises():
+    """Scores where the training rows invite a bump (lenses' ``a`` in a middle band, nonlenses
+    above it as well as below): an unconstrained network learns to lower its output as ``a``
+    rises past the band; the stacker never does, anywhere on a grid wider than the data."""
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    y = (rng.random(n) < 0.2).astype(int)
+    a = np.where(y == 1, rng.normal(2.0, 0.5, n), np.where(rng.random(n) < 0.15, rng.normal(5.0, 0.7, n),
+                                                            rng.normal(-2.0, 1.0, n)))
+    b = 1.2 * y + rng.normal(0, 1, n)
+    x = np.stack([a, b], 1)
+    grid_a, grid_b = np.meshgrid(np.linspace(-6, 10, 81), np.linspace(-5, 6, 56), indexing="ij")
+    grid = np.stack([grid_a.ravel(), grid_b.ravel()], 1)
+
+    unconstrained = MLPClassifier((300,), max_iter=2000, random_state=0).fit(x, y)
+    bumpy = unconstrained.predict_proba(grid)[:, 1].reshape(grid_a.shape)
+    assert np.diff(bumpy, axis=0).min() < -0.05  # the control: these rows do provoke a fall
+
+    z = meta_logit(fit_meta_learner(x, y), grid).reshape(grid_a.shape)
+    assert np.diff(z, axis=0).min() >= -1e-9 and np.diff(z, axis=1).min() >= -1e-9
+    assert z[-1].mean() > z[0].mean() + 2 and z[:, -1].mean() > z[:, 0].mean() + 2  # and both inputs count
+
+
+def test_meta_learner_fit_on_validation_ignores_a_model_that_only_fits_its_training_rows(tmp_path):
+    """Fit on the training split (paper IV) the stacker trusts the model that separated its own
+    training rows, and on fresh objects it is worse than the honest model alone; fit on the
+    held-out validation split it is as good as the honest model. Its validation figures are
+    then out-of-fold, and meta.json says how it was fit."""
+    from sklearn.metrics import roc_auc_score
+
+    from lensfinder.ensemble import build_ensemble, load_meta, apply_meta
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    y, split, fit, honest, fresh, fresh_y = _overfit_training_scores(rng, n)
+    for name, logits in (("fit", fit), ("honest", honest)):
+        pd.DataFrame({"RELEASE": 10000, "BRICKID": 1, "OBJID": np.arange(n), "LABEL": y, "SPLIT": split,
+                      "ROW": np.arange(n), "logit": logits.astype(np.float32)}).to_parquet(tmp_path / f"{name}.parquet")
+        (tmp_path / f"{name}.pt").write_bytes(name.encode())
+    honest_auc = roc_auc_score(fresh_y, fresh[:, 1])
+    fresh_auc = {}
+    for fit_on in ("training", "validation"):
+        out = tmp_path / fit_on
+        table = build_ensemble({m: tmp_path / f"{m}.parquet" for m in ("fit", "honest")},
+                               {m: tmp_path / f"{m}.pt" for m in ("fit", "honest")}, out, hidden=32, top_n=(10,),
+                               fit_on=fit_on).set_index("scorer")
+        meta = load_meta(out / "meta.pkl")
+        fresh_auc[fit_on] = roc_auc_score(fresh_y, apply_meta(meta, pd.DataFrame(fresh, columns=["fit", "honest"])))
+        info = __import__("json").loads((out / "meta.json").read_text())
+        assert info["fit_on"] == fit_on and info["monotone"] is True
+        assert info["n_val"] == int((split == "val").sum())
+        assert info["training_auc"]["fit"] > 0.99 and info["training_auc"]["honest"] < 0.9  # the overfit shows
+    assert fresh_auc["training"] < honest_auc - 0.1
+    assert fresh_auc["validation"] >= honest_auc - 0.02
+    # the out-of-fold validation AUC of the stacker fit on validation tells the truth about fresh rows
+    assert table.loc["meta-learner", "auc"] == pytest.approx(fresh_auc["validation"], abs=0.04)
+    assert table.loc["fit", "auc"] < 0.6 and table.loc["honest", "auc"] == pytest.approx(honest_auc, abs=0.04)
+
+
+def test_out_of_fold_logits_need_lenses_in_the_validation_split():
+    from lensfinder.ensemble import out_of_fold_logits
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 1, (40, 2))
+    y = np.zeros(40, dtype=int)
+    y[:3] = 1
+    x[:3] += 2
+    z = out_of_fold_logits(x, y, folds=5, hidden=8)  # 3 lenses: 3 folds, every row scored once
+    assert z.shape == (40,) and np.isfinite(z).all() and z[:3].mean() > z[3:].mean()
+    y[1:3] = 0
+    with pytest.raises(LensfinderError, match="validation split.*1 lenses of 40 rows.*fit_on: training"):
+        out_of_fold_logits(x, y, folds=5, hidden=8)
+
+
+def test_a_meta_learner_from_an_older_version_is_an_error_that_says_what_to_re_run():
+    from sklearn.neural_network import MLPClassifier
+
+    old = MLPClassifier((4,), max_iter=50).fit(np.array([[0.0, 0], [1, 1]]), [0, 1])
+    with pytest.raises(LensfinderError, match="older lensfinder.*forcerun ensemble"):
+        meta_logit(old, np.zeros((1, 2)))
+
+
 def test_top_n_metrics_at_a_realistic_ratio():
     labels = np.array([1, 1, 0, 0, 0, 0])
     scores = np.array([0.9, 0.2, 0.8, 0.1, 0.05, 0.01])
@@ -222,11 +319,13 @@ def test_a_cut_below_what_a_sweep_dropped_is_an_error_naming_the_sweep(ranking_i
     # a score floor keeps enough: every object with p >= 0.5 is kept whatever K
     floor = RankConfig(keep_top_per_sweep=0, keep_above_score=0.5)
     summary = _rank(d, RankConfig(select="threshold", value=0.6), "floor", sweeps=sweeps, keep=floor)
-    assert summary["selected"] == len(select(combine_scores(
-        {"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"], d / "meta.pkl"
-    ).dropna(subset=["LOGIT_ENSEMBLE"]), RankConfig(select="threshold", value=0.6)))
+    whole = combine_scores({"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"],
+                           d / "meta.pkl").dropna(subset=["LOGIT_ENSEMBLE"])
+    assert summary["selected"] == len(select(whole, RankConfig(select="threshold", value=0.6)))
+    p = expit(whole["LOGIT_ENSEMBLE"].to_numpy())
+    best_dropped = p[p < 0.5].max()  # a cut at or below it needs an object the floor dropped
     with pytest.raises(LensfinderError, match="could rank above the cut"):
-        _rank(d, RankConfig(select="threshold", value=0.4), "floor2", sweeps=sweeps, keep=floor)
+        _rank(d, RankConfig(select="threshold", value=best_dropped - 1e-9), "floor2", sweeps=sweeps, keep=floor)
     # a cut asking for more than the shortlists hold: 10 wanted, 2 + 2 kept, the rest dropped
     keep2 = RankConfig(keep_top_per_sweep=2, keep_above_score=1.0)
     with pytest.raises(LensfinderError, match="could rank above the cut"):

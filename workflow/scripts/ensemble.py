@@ -10,5 +10,6 @@ run_step(
     lambda: build_ensemble(
         {m: snakemake.input[f"scores_{m}"] for m in models}, {m: snakemake.input[f"checkpoint_{m}"] for m in models},
         Path(snakemake.output.meta).parent, hidden=e["hidden"], top_n=e["top_n"], sky_ratio=e["sky_ratio"],
+        fit_on=e["fit_on"], cv_folds=e["cv_folds"],
     ),
 )
