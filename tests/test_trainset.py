@@ -371,3 +371,17 @@ def test_grouped_split_when_a_group_is_a_whole_cell():
     for seed in range(50):
         val = grouped_split(cells, groups, 0.3, np.random.default_rng(seed))
         assert val[0] == val[1] and val[2:].sum() == 3
+
+
+def test_a_key_in_two_sweeps_is_an_error_naming_both_files(tmp_path):
+    """The object pool holds every selected object once; a sweep's objects read twice (here
+    the same rows under two names) name the key, both files and rows."""
+    from lensfinder.object_pool import POOL_COLUMNS, ObjectPool
+
+    frame = pd.DataFrame({"RELEASE": 10000, "BRICKID": [5, 5, 6], "OBJID": [1, 2, 1], "RA": [150.0, 150.1, 150.2],
+                          "DEC": 2.0, "TYPE": "DEV", "REGION": "DECaLS", "ZEXP_BIN": "3"})[POOL_COLUMNS]
+    frame.to_parquet(tmp_path / "a.parquet")
+    frame.iloc[[2]].to_parquet(tmp_path / "b.parquet")
+    assert len(ObjectPool([tmp_path / "a.parquet"], [])) == 3
+    with pytest.raises(LensfinderError, match=r"1 key\(s\).*\(10000, 6, 1\) in .*a.parquet row 2 and .*b.parquet row 0"):
+        ObjectPool([tmp_path / "a.parquet", tmp_path / "b.parquet"], [])

@@ -75,6 +75,7 @@ class ObjectPool:
         self.strata = list(codes)  # code -> name
         self._sweep_starts = np.searchsorted(self.sweep, np.arange(len(self.object_paths) + 1))
         self._by_key = np.argsort(self.key, kind="stable")
+        self._check_unique_keys()
         # the shard set of each object's cutout (-1: none), one set's keys at a time
         self.shard_set = np.full(len(self.key), -1, np.int32)
         for j, manifest in enumerate(self.manifests):
@@ -85,6 +86,21 @@ class ObjectPool:
         if len(shapes) > 1:
             raise LensfinderError(f"cutout shards of different shapes {sorted(shapes)}: re-run cutouts with one size")
         self.shape = shapes.pop() if shapes else None
+
+    def _check_unique_keys(self):
+        """One object, one key: a key in two rows is a sweep listed twice or overlapping
+        inputs, and would give one object two labels."""
+        sorted_keys = self.key[self._by_key]
+        dup = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+        if len(dup):
+            first, second = self._by_key[dup[0]], self._by_key[dup[0] + 1]
+            key = tuple(int(v) for v in pq.read_table(self.object_paths[self.sweep[first]], columns=list(KEY))
+                        .slice(int(self.row[first]), 1).to_pylist()[0].values())
+            raise LensfinderError(
+                f"{len(dup)} key(s) appear in two selected rows, e.g. (RELEASE, BRICKID, OBJID) = {key} in "
+                f"{self.object_paths[self.sweep[first]]} row {self.row[first]} and "
+                f"{self.object_paths[self.sweep[second]]} row {self.row[second]}: check survey.sweeps for a sweep "
+                "listed twice or overlapping trees")
 
     def nearest_objects(self, ra, dec, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
         """For each position (ra, dec) [deg]: the pool index of its nearest object within
