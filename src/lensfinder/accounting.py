@@ -39,16 +39,30 @@ def cutout_counts(run_dir, sweeps) -> pd.DataFrame:
 
 def score_counts(score_paths: dict, sweeps) -> pd.Series:
     """Per sweep: rows scored, the same for every model, else an error naming the sweep.
-    ``score_paths``: model -> its score tables (inference's, with a SWEEP column)."""
-    import pyarrow.parquet as pq
-
-    frame = pd.DataFrame({m: pd.concat([pq.read_table(p, columns=["SWEEP"]).to_pandas() for p in paths])["SWEEP"]
-                          .value_counts().reindex(list(sweeps), fill_value=0) for m, paths in score_paths.items()})
+    ``score_paths``: model -> its score tables (inference's, with a SWEEP column). One file
+    at a time, SWEEP read as a dictionary (DR10: 43.5M rows per model, never as strings)."""
+    frame = pd.DataFrame({m: pd.concat([pd.Series(dtype="int64"), *(_sweep_counts(p) for p in paths)])
+                          .groupby(level=0).sum().reindex(list(sweeps), fill_value=0)
+                          for m, paths in score_paths.items()})
     disagree = frame[frame.nunique(axis=1) > 1]
     if len(disagree):
         raise LensfinderError(f"the models scored different numbers of objects in sweep(s) {list(disagree.index)[:3]}: "
                               "re-run their infer jobs")
     return frame.iloc[:, 0].rename("scored")
+
+
+def _sweep_counts(path) -> pd.Series:
+    """Rows per SWEEP value of one score table."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(path, columns=["SWEEP"], read_dictionary=["SWEEP"]).column("SWEEP")
+    counts = pc.value_counts(column.combine_chunks() if column.num_chunks != 1 else column.chunk(0))
+    if not len(counts):
+        return pd.Series(dtype="int64")
+    values = counts.field("values")
+    values = values.dictionary.take(values.indices) if hasattr(values, "dictionary") else values
+    return pd.Series(counts.field("counts").to_numpy(), index=values.to_pylist())
 
 
 def build_accounting(run_dir, sweeps, score_paths: dict, out_path) -> pd.DataFrame:
