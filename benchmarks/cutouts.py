@@ -25,7 +25,7 @@ import fitsio
 import numpy as np
 import pandas as pd
 
-from lensfinder.cutouts import CutoutExtractor, extract_sweep
+from lensfinder.cutouts import CutoutExtractor, extract_sweep, touched_tiles
 from lensfinder.mock import MockConfig, write_mock_survey
 from lensfinder.shards import ShardSet
 from lensfinder.survey import BrickGrid, SurveyTree
@@ -76,9 +76,8 @@ def main():
     tiles = set()
     for name, x0, y0 in sections:
         h, w = files[name][0][1].get_dims()
-        for ty in range(max(y0, 0) // 100, (min(y0 + args.size, h) - 1) // 100 + 1):
-            for tx in range(max(x0, 0) // 100, (min(x0 + args.size, w) - 1) // 100 + 1):
-                tiles.add((name, ty, tx))
+        tiles |= {(name, *t) for t in touched_tiles(max(y0, 0), min(y0 + args.size, h), max(x0, 0),
+                                                     min(x0 + args.size, w), (100, 100))}
     t0 = time.perf_counter()
     for name, ty, tx in sorted(tiles):
         for f in files[name]:

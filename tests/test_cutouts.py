@@ -128,7 +128,8 @@ def test_workers_give_the_same_shards_and_each_tile_is_decompressed_once(tiny_sh
     assert two["counts"] == one["counts"] and two["counts"]["selected"] == len(objects) and len(two["shards"]) > 1
     assert [s["sha256"] for s in two["shards"]] == [s["sha256"] for s in one["shards"]]
     assert pd.read_parquet(tmp_path / "w2/failures.parquet").equals(pd.read_parquet(tmp_path / "w1/failures.parquet"))
-    # the tiles the brick's cutouts touch, counted from their sections, each decompressed once per band
+    # the tiles the brick's cutouts touch, counted from their sections (independently of
+    # cutouts.touched_tiles), each decompressed once per band
     brick = objects.BRICKNAME.value_counts().index[0]
     ex = CutoutExtractor(SurveyTree(root), 101)
     home = ex.brick(brick)
@@ -257,3 +258,12 @@ def test_service_retries_then_succeeds_and_fails_clearly(block, tmp_path):
     with CutoutServer(root) as server:
         with pytest.raises(LensfinderError, match="failed after 1 attempt"):
             CutoutService(server.url + "/nope", retries=3, backoff_s=0.01).fetch(150.1, 2.0, 31)  # 404: no retry
+
+
+def test_touched_tiles_at_tile_edges():
+    from lensfinder.cutouts import touched_tiles
+
+    assert touched_tiles(0, 100, 0, 100, (100, 100)) == [(0, 0)]  # exactly one tile
+    assert touched_tiles(99, 101, 0, 1, (100, 100)) == [(0, 0), (1, 0)]  # a row on each side of an edge
+    assert touched_tiles(3550, 3600, 3590, 3600, (100, 100)) == [(35, 35)]  # the image's last, partial tile
+    assert touched_tiles(0, 30, 0, 30, (1, 3600)) == [(y, 0) for y in range(30)]  # row-tiled images

@@ -99,6 +99,13 @@ class UnreadableCoadd(Exception):
         super().__init__(self.detail)
 
 
+def touched_tiles(ya, yb, xa, xb, tile):
+    """(row, column) of the ``tile``-shaped (th, tw) tiles that pixels [ya:yb, xa:xb] (inside
+    the image, yb > ya, xb > xa) overlap."""
+    th, tw = tile
+    return [(ty, tx) for ty in range(ya // th, (yb - 1) // th + 1) for tx in range(xa // tw, (xb - 1) // tw + 1)]
+
+
 @dataclass
 class BrickImages:
     """The g, r, z image HDUs of one brick, opened once, with its header WCS and size."""
@@ -146,17 +153,16 @@ class BrickImages:
         h, w = self.shape
         out = np.empty((yb - ya, xb - xa), dtype=np.float32)
         cache = self._cache[b]
-        for ty in range(ya // th, (yb - 1) // th + 1):
-            for tx in range(xa // tw, (xb - 1) // tw + 1):
-                block = cache.get((ty, tx))
-                if block is None:
-                    block = cache[(ty, tx)] = self.fits[b][1][ty * th : min((ty + 1) * th, h),
-                                                              tx * tw : min((tx + 1) * tw, w)]
-                    self.tiles_read += 1
-                y0, x0 = ty * th, tx * tw
-                sy, sx = slice(max(ya, y0), min(yb, y0 + block.shape[0])), slice(max(xa, x0), min(xb, x0 + block.shape[1]))
-                out[sy.start - ya : sy.stop - ya, sx.start - xa : sx.stop - xa] = block[sy.start - y0 : sy.stop - y0,
-                                                                                        sx.start - x0 : sx.stop - x0]
+        for ty, tx in touched_tiles(ya, yb, xa, xb, tile):
+            block = cache.get((ty, tx))
+            if block is None:
+                block = cache[(ty, tx)] = self.fits[b][1][ty * th : min((ty + 1) * th, h),
+                                                          tx * tw : min((tx + 1) * tw, w)]
+                self.tiles_read += 1
+            y0, x0 = ty * th, tx * tw
+            sy, sx = slice(max(ya, y0), min(yb, y0 + block.shape[0])), slice(max(xa, x0), min(xb, x0 + block.shape[1]))
+            out[sy.start - ya : sy.stop - ya, sx.start - xa : sx.stop - xa] = block[sy.start - y0 : sy.stop - y0,
+                                                                                    sx.start - x0 : sx.stop - x0]
         return out
 
     def section(self, x0, y0, n):

@@ -21,7 +21,7 @@ import torch
 from scipy.special import expit
 
 from .errors import LensfinderError, atomic_path
-from .shards import KEY, ShardSet
+from .shards import KEY, ShardSet, check_one_set_per_sweep, write_batch_table
 from .train import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -104,26 +104,19 @@ def infer_sweeps(manifest_paths, sweeps, checkpoint_path, out_path, batch_size=1
     """Score every cutout of several sweeps' shard sets with one model load; write one
     Parquet table: RELEASE, BRICKID, OBJID, RA, DEC, logit (float32), prob (its sigmoid)
     and SWEEP, sweep by sweep in shard order."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if len(manifest_paths) != len(sweeps):
-        raise LensfinderError(f"{len(manifest_paths)} shard sets for {len(sweeps)} sweeps: give one per sweep")
+    check_one_set_per_sweep(manifest_paths, sweeps)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, ck = load_checkpoint(checkpoint_path, device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     tables, nan_total = [], 0
-    for manifest_path, sweep in zip(manifest_paths, sweeps):
+    for manifest_path in manifest_paths:
         table, nan = _score_shard_set(model, ck, device, manifest_path, checkpoint_path, batch_size, tta, progress)
-        tables.append(table.append_column("SWEEP", pa.array([sweep] * len(table), pa.string())))
+        tables.append(table)
         nan_total += nan
-    table = pa.concat_tables(tables, promote_options="default")  # an empty sweep's columns may be untyped
     meta = {b"lensfinder.checkpoint": str(checkpoint_path).encode(), b"lensfinder.tta": str(tta).encode(),
             b"lensfinder.trainset_fingerprint": str(ck.get("trainset_fingerprint")).encode()}
-    with atomic_path(out_path) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
-    return {"rows": len(table), "nan": nan_total}
+    return {"rows": write_batch_table(tables, sweeps, meta, out_path), "nan": nan_total}
 
 
 def _score_shard_set(model, ck, device, manifest_path, checkpoint_path, batch_size, tta, progress):

@@ -58,6 +58,27 @@ def read_keyed(path, columns=None):
     return frame
 
 
+def check_one_set_per_sweep(manifest_paths, sweeps):
+    """A batch job's shard sets and sweeps pair up one to one."""
+    if len(manifest_paths) != len(sweeps):
+        raise LensfinderError(f"{len(manifest_paths)} shard sets for {len(sweeps)} sweeps: give one per sweep")
+
+
+def write_batch_table(tables, sweeps, metadata: dict, out_path) -> int:
+    """One Parquet table for a batch of sweeps (inference's scores, the representations'
+    index): each sweep's Arrow table gains a SWEEP column, the tables are concatenated in
+    order (an empty sweep's untyped columns promoted to the others' types) and written
+    atomically with ``metadata`` (bytes -> bytes). Returns the rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([t.append_column("SWEEP", pa.array([s] * len(t), pa.string()))
+                              for t, s in zip(tables, sweeps)], promote_options="default")
+    with atomic_path(out_path) as tmp:
+        pq.write_table(table.replace_schema_metadata(metadata), tmp)
+    return len(table)
+
+
 class ShardWriter:
     """Accumulate cutouts and index rows; flush fixed-size shards atomically."""
 

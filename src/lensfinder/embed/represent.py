@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import LensfinderError, atomic_path
-from ..shards import KEY, ShardSet, sha256
+from ..shards import KEY, ShardSet, check_one_set_per_sweep, sha256, write_batch_table
 from .index import read_representations  # noqa: F401 - re-exported: the files this module writes
 from .pretrain import load_encoder
 
@@ -76,11 +76,7 @@ def embed_sweeps(manifest_paths, sweeps, encoder_path, out_npy, out_index, batch
     """Representations of every cutout of several sweeps' shard sets with one encoder load
     (a batch of ``infer.sweeps_per_job`` sweeps): one .npy and one index (with SWEEP), sweep
     by sweep in shard order."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if len(manifest_paths) != len(sweeps):
-        raise LensfinderError(f"{len(manifest_paths)} shard sets for {len(sweeps)} sweeps: give one per sweep")
+    check_one_set_per_sweep(manifest_paths, sweeps)
     if threads:
         torch.set_num_threads(threads)
     device = _device(device)
@@ -93,19 +89,16 @@ def embed_sweeps(manifest_paths, sweeps, encoder_path, out_npy, out_index, batch
     tables, start = [], 0
     with atomic_path(out_npy) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(sum(rows), ck["dim"]))
-        for manifest_path, sweep, n in zip(manifest_paths, sweeps, rows):
+        for manifest_path, n in zip(manifest_paths, rows):
             reps, table = _embed_shard_set(encoder, ck, device, manifest_path, encoder_path, batch_size, progress)
             out[start : start + n] = reps
             start += n
-            tables.append(table.append_column("SWEEP", pa.array([sweep] * len(table), pa.string())))
+            tables.append(table)
         out.flush()
         del out
-    # an empty sweep's index has untyped (null) string columns: promote them to the others' types
-    table = pa.concat_tables(tables, promote_options="default")
     meta = {b"lensfinder.encoder": str(encoder_path).encode(), b"lensfinder.encoder_sha256": sha256(encoder_path).encode(),
             b"lensfinder.dim": str(ck["dim"]).encode()}
-    with atomic_path(out_index) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
+    write_batch_table(tables, sweeps, meta, out_index)
     return {"rows": int(sum(rows)), "dim": int(ck["dim"])}
 
 
