@@ -275,6 +275,44 @@ def test_injection_set_is_reproducible_by_seed_and_avoids_the_training_set(tiny_
     assert (tmp_path / "a" / "injections.png").stat().st_size > 0
 
 
+def test_deflectors_found_sweep_by_sweep_are_those_of_one_whole_table(tiny_shards):
+    """Sweep by sweep, each sweep's objects meeting only its own shard index, the search keeps
+    the deflectors, order and cut counts of one pass over every object joined with every
+    shard index (the search before); the shard sets are matched to sweeps by directory
+    name, whatever their order, and each deflector's cutout is its own."""
+    from lensfinder.catalogs import CatalogSpec, union_catalogs
+    from lensfinder.deflectors import DEFLECTOR_COLUMNS, INDEX_EXTRA, find_deflectors, select_deflectors
+    from lensfinder.evaluate import read_truth
+    from lensfinder.inject import DeflectorCuts
+
+    key = ["RELEASE", "BRICKID", "OBJID"]
+    root, objects, manifests, labels, catalogs = tiny_shards
+    truth = root / "truth/lenses.csv"
+    lab = pd.read_parquet(labels)
+    lenses = lab[lab["LABEL"] == 1]
+    training = list(zip(*(lab[k] for k in key)))
+    labelled = (lenses["RA"].to_numpy(), lenses["DEC"].to_numpy())
+    found = find_deflectors(objects, list(reversed(manifests)), DeflectorCuts(), catalogs, truth, training, labelled)
+
+    whole = pd.concat([pd.read_parquet(p, columns=[*key, *DEFLECTOR_COLUMNS]) for p in objects], ignore_index=True)
+    index = pd.concat([ShardSet(m).index for m in manifests], ignore_index=True)
+    whole = whole.merge(index[[*key, *(c for c in INDEX_EXTRA if c in index)]], on=key, validate="one_to_one")
+    systems, _ = union_catalogs([CatalogSpec.from_dict(c) for c in catalogs])
+    hidden = read_truth(truth, whole, 1.5).index
+    avoid_ra = np.concatenate([systems["ra"].to_numpy(), whole["RA"].to_numpy()[hidden]])
+    avoid_dec = np.concatenate([systems["dec"].to_numpy(), whole["DEC"].to_numpy()[hidden]])
+    half = (found.shape[-1] // 2) * found.pixscale
+    ref, counts = select_deflectors(whole, DeflectorCuts(), half, avoid_ra, avoid_dec, training, labelled)
+
+    assert found.counts == counts
+    assert counts["deflectors"] > 5 and counts["near_known_lens"] > 0 and counts["in_training_set"] > 0
+    pd.testing.assert_frame_equal(found.table[ref.columns], ref, check_dtype=False)
+    for i in (0, len(found) - 1):
+        row = found.table.iloc[i]
+        sweep_set = ShardSet(manifests[[m.parent.name for m in manifests].index(row["SWEEP"])])
+        assert np.array_equal(found.cutout(i), np.asarray(sweep_set.get(tuple(int(row[k]) for k in key))))
+
+
 def test_no_deflector_gives_an_empty_selection_function_and_says_so(tiny_shards, tmp_path, caplog):
     """A small area whose objects all fail the cuts: an empty injection set and a table of
     zero counts, with the cut counts and a warning, not a failed run."""

@@ -66,12 +66,12 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter
 
 from .errors import LensfinderError, atomic_path
-from .shards import BANDS, KEY, ShardCollection, ShardWriter
+from .deflectors import PIXSCALE, find_deflectors
+from .shards import BANDS, KEY, ShardWriter
 from .sky import FWHM_TO_SIGMA
 
 log = logging.getLogger(__name__)
 
-PIXSCALE = 0.262  # arcsec per pixel of the coadds
 INJECTION_RELEASE = 0  # the RELEASE of an injection's key: no survey release is 0
 # nominal DECam zenith dark-sky brightness [AB mag / arcsec^2] (legacyzpts / obsbot)
 DECAM_SKY_MAG = {"g": 22.04, "r": 20.91, "z": 18.46}
@@ -428,110 +428,6 @@ def inject(cutout, row, params: LensParams, cfg: InjectionConfig, rng, pixscale:
 
 
 # ----------------------------------------------------------------------------- deflectors
-DEFLECTOR_COLUMNS = ["RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_G", "MAG_R", "MAG_Z", "MAG_G_DERED",
-                     "MAG_R_DERED", "SWEEP", *(f"{c}_{b}" for c in ("MW_TRANSMISSION", "PSFSIZE", "PSFDEPTH")
-                                                for b in "GRZ")]
-
-
-def candidate_table(object_paths, cutouts: ShardCollection) -> pd.DataFrame:
-    """Every selected object that has a cutout: objects columns joined with its shard
-    index row (CENTER_DX, CENTER_DY, FRAC_MISSING_*)."""
-    from .shards import read_keyed
-
-    import pyarrow.parquet as pq
-
-    frames = []
-    for p in object_paths:
-        missing = [c for c in DEFLECTOR_COLUMNS if c not in pq.read_schema(p).names]
-        if missing:
-            raise LensfinderError(f"objects table {p} lacks column(s) {missing}: re-run the select rule")
-        frames.append(read_keyed(p, DEFLECTOR_COLUMNS))  # only what the cuts and the injector need
-    objects = pd.concat(frames, ignore_index=True)
-    index = pd.concat([s.index for s in cutouts.sets], ignore_index=True)
-    extra = [c for c in ("CENTER_DX", "CENTER_DY", *(f"FRAC_MISSING_{b.upper()}" for b in BANDS)) if c in index]
-    table = objects.merge(index[[*KEY, *extra]], on=list(KEY), how="inner", validate="one_to_one")
-    for c in ("CENTER_DX", "CENTER_DY"):
-        if c not in table:
-            table[c] = 0.0
-    return table
-
-
-def select_deflectors(table: pd.DataFrame, cuts: DeflectorCuts, half_width_arcsec: float, avoid_ra=(), avoid_dec=(),
-                      exclude_keys=(), labelled=None, labelled_reason="cutout_holds_training_lens"):
-    """The candidates passing the deflector cuts, in order, and how many each cut removed.
-
-    ``avoid_ra/dec``: positions (catalogued lens systems, truth lenses) that no deflector's
-    cutout may contain (the square of ``half_width_arcsec``, as the training set's nonlens
-    filter), or with ``cuts.exclude_radius_arcsec`` that no deflector may lie within;
-    ``exclude_keys``: keys not to use (the training set); ``labelled``: (ra, dec) of objects
-    no deflector's cutout may contain, counted under ``labelled_reason``.
-    """
-    from .crossmatch import within, within_square
-
-    t = table
-    g_r = t["MAG_G_DERED"].astype(np.float64) - t["MAG_R_DERED"].astype(np.float64)
-    psf_ok = np.ones(len(t), dtype=bool)
-    for b in "GRZ":
-        for c in ("PSFSIZE", "PSFDEPTH", "MW_TRANSMISSION"):
-            v = t[f"{c}_{b}"].astype(np.float64).to_numpy()
-            psf_ok &= np.isfinite(v) & (v > 0)
-    frac = [t[c].to_numpy() for c in (f"FRAC_MISSING_{b.upper()}" for b in BANDS) if c in t]
-    missing = np.max(frac, axis=0) if frac else np.zeros(len(t))
-    keys = pd.MultiIndex.from_frame(t[list(KEY)].astype(np.int64))
-    excluded = keys.isin(pd.MultiIndex.from_tuples(list(exclude_keys), names=list(KEY))) if len(exclude_keys) else \
-        np.zeros(len(t), dtype=bool)
-    ra, dec = t["RA"].to_numpy(np.float64), t["DEC"].to_numpy(np.float64)
-    none = np.zeros(len(t), dtype=bool)
-    a_ra, a_dec = np.asarray(avoid_ra, np.float64), np.asarray(avoid_dec, np.float64)
-    if not len(a_ra):
-        near = none
-    elif cuts.exclude_radius_arcsec is None:
-        near = within_square(ra, dec, a_ra, a_dec, half_width_arcsec)
-    else:
-        near = within(ra, dec, a_ra, a_dec, cuts.exclude_radius_arcsec)
-    holds = none
-    if labelled is not None and len(labelled[0]):
-        holds = within_square(ra, dec, np.asarray(labelled[0], np.float64), np.asarray(labelled[1], np.float64),
-                              half_width_arcsec)
-    masks = {
-        "type": t["TYPE"].astype(str).str.strip().isin(cuts.types).to_numpy(),
-        "zmag": np.nan_to_num(t["MAG_Z"].to_numpy(np.float64), nan=np.inf) < cuts.zmag_max,
-        "colour": (np.nan_to_num(g_r.to_numpy(), nan=-np.inf) >= cuts.g_r_min) if cuts.g_r_min is not None
-        else ~none,
-        "psf_depth": psf_ok,
-        "missing_pixels": missing <= cuts.max_missing,
-        "near_known_lens": ~near,
-        "in_training_set": ~excluded,
-        labelled_reason: ~holds,
-    }
-    keep = np.ones(len(t), dtype=bool)
-    counts = {"candidates_with_cutout": int(len(t))}
-    for name, m in masks.items():
-        counts[name] = int((keep & ~m).sum())
-        keep &= m
-    counts["deflectors"] = int(keep.sum())
-    return t[keep].sort_values(list(KEY)).reset_index(drop=True), counts
-
-
-def known_positions(catalog_specs, truth_path, table, match_radius_arcsec=1.5):
-    """(ra, dec) arrays of every catalogued lens system and of the truth list's lenses
-    among ``table`` (positions no deflector should sit on)."""
-    ra, dec = [], []
-    if catalog_specs:
-        from .catalogs import CatalogSpec, union_catalogs
-
-        systems, _ = union_catalogs([CatalogSpec.from_dict(s) for s in catalog_specs])
-        ra.append(systems["ra"].to_numpy(np.float64))
-        dec.append(systems["dec"].to_numpy(np.float64))
-    if truth_path:
-        from .evaluate import read_truth
-
-        lenses = read_truth(truth_path, table.reset_index(drop=True), match_radius_arcsec)
-        ra.append(table["RA"].to_numpy(np.float64)[lenses.index])
-        dec.append(table["DEC"].to_numpy(np.float64)[lenses.index])
-    return (np.concatenate(ra) if ra else np.zeros(0)), (np.concatenate(dec) if dec else np.zeros(0))
-
-
 # ----------------------------------------------------------------------------- injection sets
 def grid_plan(cfg: InjectionConfig, rng):
     """(theta_E, source magnitude, theta bin, magnitude bin) of every selection-function
@@ -567,14 +463,6 @@ def _index_row(injection_id, deflector, params: LensParams, info, extra=None) ->
     return {**row, **(extra or {}), **params.columns(), **info}
 
 
-def pixscale_of(cutouts: ShardCollection) -> float:
-    """The cutouts' pixel scale [arcsec] from their manifests (0.262 when not recorded)."""
-    scales = {float(s.manifest.get("cutout", {}).get("pixscale_arcsec", PIXSCALE)) for s in cutouts.sets}
-    if len(scales) > 1:
-        raise LensfinderError(f"cutout shard sets of different pixel scales {sorted(scales)}")
-    return scales.pop() if scales else PIXSCALE
-
-
 def write_injection_set(object_paths, manifests, labels_path, catalog_specs, cfg: InjectionConfig, out_dir,
                         truth_path=None, progress=True) -> dict:
     """The selection function's injections as a shard set in ``out_dir``.
@@ -590,18 +478,12 @@ def write_injection_set(object_paths, manifests, labels_path, catalog_specs, cfg
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    cutouts = ShardCollection(manifests)
-    if cutouts.shape is None:
-        raise LensfinderError("no cutout shard set to inject into: run the cutouts rule first")
-    pixscale = pixscale_of(cutouts)
-    table = candidate_table(object_paths, cutouts)
     labels = pd.read_parquet(labels_path)
-    training_keys = list(zip(*(labels[k].astype(np.int64) for k in KEY)))
     lenses = labels[labels["LABEL"] == 1]
-    avoid_ra, avoid_dec = known_positions(catalog_specs, truth_path, table)
-    half = (cutouts.shape[-1] // 2) * pixscale
-    deflectors, counts = select_deflectors(table, cfg.deflectors, half, avoid_ra, avoid_dec, training_keys,
-                                           (lenses["RA"].to_numpy(), lenses["DEC"].to_numpy()))
+    found = find_deflectors(object_paths, manifests, cfg.deflectors, catalog_specs, truth_path,
+                            zip(*(labels[k].astype(np.int64) for k in KEY)),
+                            (lenses["RA"].to_numpy(), lenses["DEC"].to_numpy()), progress=progress)
+    deflectors, counts, pixscale = found.table, found.counts, found.pixscale
     rng = np.random.default_rng([cfg.seed, STREAM_SELECTION])
     plan = grid_plan(cfg, rng)
     warning = None
@@ -611,15 +493,13 @@ def write_injection_set(object_paths, manifests, labels_path, catalog_specs, cfg
         log.warning(warning)
         plan = []
     which = _assign(len(plan), len(deflectors), rng)
-    writer = ShardWriter(out_dir, cutouts.shape[-1], cutouts.sets[0].manifest.get("release", ""), cfg.shard_rows,
-                         source="injection")
+    writer = ShardWriter(out_dir, found.shape[-1], found.release, cfg.shard_rows, source="injection")
     for inj_id, ((theta, mag, ti, mj), d) in enumerate(tqdm(list(zip(plan, which)), desc="inject", unit="lens",
                                                             disable=not progress, mininterval=10)):
         deflector = deflectors.iloc[int(d)]
         stream = np.random.default_rng([cfg.seed, STREAM_SELECTION, inj_id])
         params = draw_params(stream, cfg, theta_e=theta, source_mag=mag)
-        cutout = cutouts.get(tuple(int(deflector[k]) for k in KEY)).astype(np.float32)
-        image, info = inject(cutout, deflector, params, cfg, stream, pixscale)
+        image, info = inject(found.cutout(int(d)).astype(np.float32), deflector, params, cfg, stream, pixscale)
         writer.add(image, _index_row(inj_id, deflector, params, info, {"THETA_E_BIN": ti, "MAG_BIN": mj}))
     reuse = np.bincount(which, minlength=len(deflectors))
     summary = {"injections": len(plan), "deflector_cuts": counts, "deflectors_used": int((reuse > 0).sum()),
@@ -667,7 +547,7 @@ def _example_mosaic(out_dir: Path, cfg: InjectionConfig):
             save_mosaic(images, tmp, labels)
 
 
-def training_injections(table: pd.DataFrame, object_paths, cutouts: ShardCollection, n: int,
+def training_injections(table: pd.DataFrame, object_paths, manifests, n: int,
                         injection: dict | InjectionConfig | None, catalog_specs=(), truth_path=None, seed_offset=0):
     """Injected positives for the training split (``trainset.injections``).
 
@@ -680,15 +560,11 @@ def training_injections(table: pd.DataFrame, object_paths, cutouts: ShardCollect
     Fewer deflectors than ``n`` is a warning, never a silent shortfall.
     """
     cfg = injection if isinstance(injection, InjectionConfig) else InjectionConfig.from_dict(injection)
-    pixscale = pixscale_of(cutouts)
-    candidates = candidate_table(object_paths, cutouts)
-    avoid_ra, avoid_dec = known_positions(catalog_specs, truth_path, candidates)
-    used = list(zip(*(table[k].astype(np.int64) for k in KEY)))
     val = table[table["SPLIT"] == "val"]
-    half = (cutouts.shape[-1] // 2) * pixscale
-    deflectors, counts = select_deflectors(candidates, cfg.deflectors, half, avoid_ra, avoid_dec, used,
-                                           (val["RA"].to_numpy(), val["DEC"].to_numpy()),
-                                           "cutout_holds_validation_object")
+    found = find_deflectors(object_paths, manifests, cfg.deflectors, catalog_specs, truth_path,
+                            zip(*(table[k].astype(np.int64) for k in KEY)), (val["RA"].to_numpy(), val["DEC"].to_numpy()),
+                            "cutout_holds_validation_object")
+    deflectors, counts, pixscale = found.table, found.counts, found.pixscale
     rng = np.random.default_rng([cfg.seed, STREAM_TRAINING, seed_offset])
     take = rng.permutation(len(deflectors))[:n]
     if len(take) < n:
@@ -699,7 +575,7 @@ def training_injections(table: pd.DataFrame, object_paths, cutouts: ShardCollect
         stream = np.random.default_rng([cfg.seed, STREAM_TRAINING, seed_offset, inj_id])
         params = draw_params(stream, cfg)
         key = tuple(int(deflector[k]) for k in KEY)
-        image, info = inject(cutouts.get(key).astype(np.float32), deflector, params, cfg, stream, pixscale)
+        image, info = inject(found.cutout(int(d)).astype(np.float32), deflector, params, cfg, stream, pixscale)
         images[key] = image.astype(np.float16)
         rows.append({**{c: deflector[c] for c in deflector.index}, **{k: key[i] for i, k in enumerate(KEY)},
                      "KEY": key, "INJECTION_ID": inj_id, "SOURCE": "injection", **params.columns(), **info})
@@ -714,7 +590,7 @@ def add_training_injections(table: pd.DataFrame, images: dict, object_paths, obj
     ``cfg.injections`` > 0 (a TrainsetConfig), append that many injected positives
     (SOURCE=injection, SPLIT=train, LABEL=1, INJECTION_ID >= 0) whose images go into
     ``images`` (key -> cutout); their parameters go to ``out_dir/injections.parquet``.
-    ``objects``: the run's ``ObjectPool`` (every shard set is opened only with injections)."""
+    ``objects``: the run's ``ObjectPool`` (its shard sets; deflectors are found sweep by sweep)."""
     table = table.copy()
     table["SOURCE"] = np.where(table["LABEL"].to_numpy() == 1, "catalogue", "random")
     table["INJECTION_ID"] = -1
@@ -723,7 +599,7 @@ def add_training_injections(table: pd.DataFrame, images: dict, object_paths, obj
         return table
     from .object_pool import stratum_of
 
-    rows, injected = training_injections(table, object_paths, objects.collection(), n, getattr(cfg, "injection", None),
+    rows, injected = training_injections(table, object_paths, objects.manifests, n, getattr(cfg, "injection", None),
                                          catalog_specs, getattr(cfg, "truth", None))
     if rows.empty:
         log.warning("trainset.injections: no deflector available, no injected positive added")

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .errors import LensfinderError
-from .shards import KEY, ShardCollection, ShardSet
+from .shards import KEY, ShardSet
 
 POOL_COLUMNS = [*KEY, "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN"]
 _BITS = (19, 22, 22)  # RELEASE, BRICKID, OBJID: one int64 per key
@@ -187,7 +187,3 @@ class ObjectPool:
             if sets[n] < 0:
                 raise KeyError(f"object {keys[n]} has no cutout in the run's shard sets")
             out[at[n]] = self._open(sets[n]).get(keys[n])
-
-    def collection(self) -> ShardCollection:
-        """Every sweep's shard set at once (for the injector, on mock-sized runs)."""
-        return ShardCollection(self.manifests)

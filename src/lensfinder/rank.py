@@ -29,7 +29,7 @@ from .crossmatch import friends_of_friends, nearest
 from .ensemble import apply_meta, load_meta
 from .errors import LensfinderError, atomic_path
 from .survey import desi_names
-from .shards import KEY, ShardSet, read_keyed
+from .shards import KEY, ShardSet, manifests_by_sweep, read_keyed
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def rank(shortlist_paths, manifests, catalog_specs, cfg: RankConfig, out_dir) ->
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table, infos = read_shortlists(shortlist_paths)
-    manifest_of = _manifests_by_sweep([i["sweep"] for i in infos], manifests)
+    manifest_of = manifests_by_sweep([i["sweep"] for i in infos], manifests)
     n_scored = sum(i["scored"] for i in infos)
     n_finite = n_scored - sum(i["nan_scores"] for i in infos)
     finite = np.isfinite(table["LOGIT_ENSEMBLE"].to_numpy(dtype=np.float64))
@@ -200,20 +200,6 @@ def rank(shortlist_paths, manifests, catalog_specs, cfg: RankConfig, out_dir) ->
         per_sweep.to_csv(tmp, index=False)
     _mosaic(out_dir / "mosaic.png", recs.head(cfg.mosaic_top), manifest_of)
     return summary
-
-
-def _manifests_by_sweep(sweeps, manifests) -> dict:
-    """Sweep id -> its shard set: the manifest under ``.../<sweep id>/manifest.json``; else, for
-    lists not laid out so (one set for several sweeps), by position."""
-    manifests = [Path(m) for m in manifests]
-    if len(manifests) != len(sweeps):
-        raise LensfinderError(f"{len(manifests)} shard sets for {len(sweeps)} shortlisted sweeps: give one manifest "
-                              "per sweep")
-    by_path = {m.parent.as_posix(): m for m in manifests}
-    out = {}
-    for sweep, fallback in zip(sweeps, manifests):
-        out[sweep] = next((m for p, m in by_path.items() if p.endswith(f"/{sweep}") or p == sweep), fallback)
-    return out
 
 
 def _one_or_all(values):

@@ -58,6 +58,17 @@ def read_keyed(path, columns=None):
     return frame
 
 
+def manifests_by_sweep(sweeps, manifests) -> dict:
+    """Sweep id -> its shard set: the manifest under ``.../<sweep id>/manifest.json``; else, for
+    lists not laid out so (one set for several sweeps), by position."""
+    manifests = [Path(m) for m in manifests]
+    if len(manifests) != len(sweeps):
+        raise LensfinderError(f"{len(manifests)} shard sets for {len(sweeps)} sweeps: give one manifest "
+                              "per sweep")
+    by_name = {m.parent.name: m for m in manifests}
+    return {sweep: by_name.get(sweep, fallback) for sweep, fallback in zip(sweeps, manifests)}
+
+
 def check_one_set_per_sweep(manifest_paths, sweeps):
     """A batch job's shard sets and sweeps pair up one to one."""
     if len(manifest_paths) != len(sweeps):
