@@ -128,6 +128,7 @@ def test_out_of_fold_logits_need_lenses_in_the_validation_split():
         out_of_fold_logits(x, y, folds=5, hidden=8)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # a 2-row stand-in for an old pickle
 def test_a_meta_learner_from_an_older_version_is_an_error_that_says_what_to_re_run():
     from sklearn.neural_network import MLPClassifier
 
