@@ -306,11 +306,28 @@ def test_deflectors_found_sweep_by_sweep_are_those_of_one_whole_table(tiny_shard
 
     assert found.counts == counts
     assert counts["deflectors"] > 5 and counts["near_known_lens"] > 0 and counts["in_training_set"] > 0
-    pd.testing.assert_frame_equal(found.table[ref.columns], ref, check_dtype=False)
-    for i in (0, len(found) - 1):
+    pd.testing.assert_frame_equal(found.table[ref.columns], ref)
+    cutouts = found.cutouts([len(found) - 1, 0, 0])
+    assert sorted(cutouts) == [0, len(found) - 1]
+    for i, image in cutouts.items():
         row = found.table.iloc[i]
         sweep_set = ShardSet(manifests[[m.parent.name for m in manifests].index(row["SWEEP"])])
-        assert np.array_equal(found.cutout(i), np.asarray(sweep_set.get(tuple(int(row[k]) for k in key))))
+        assert np.array_equal(image, np.asarray(sweep_set.get(tuple(int(row[k]) for k in key))))
+
+
+def test_shard_sets_are_found_for_region_qualified_sweeps():
+    """Several regions share sweep names: ids carry the region, and each sweep's shard set is
+    the one under its own region, whatever the order of the list."""
+    from lensfinder.shards import manifests_by_sweep, sweep_ids
+
+    stem = "sweep-150p030-160p035"
+    objects = [f"res/objects/{r}/{s}.parquet" for r, s in (("north", stem), ("south", stem), ("south", "sweep-x"))]
+    ids = sweep_ids(objects)
+    assert ids == [f"north/{stem}", f"south/{stem}", "south/sweep-x"]
+    assert sweep_ids(["res/objects/a.parquet", "res/objects/b.parquet"]) == ["a", "b"]
+    manifests = [f"res/cutouts/{i}/manifest.json" for i in reversed(ids)]
+    found = manifests_by_sweep(ids, manifests)
+    assert {i: str(m) for i, m in found.items()} == {i: f"res/cutouts/{i}/manifest.json" for i in ids}
 
 
 def test_no_deflector_gives_an_empty_selection_function_and_says_so(tiny_shards, tmp_path, caplog):

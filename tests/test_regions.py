@@ -272,3 +272,8 @@ def test_two_region_run_has_strata_in_both_regions(two_region_mock, tmp_path):
     assert not labels.duplicated(["RELEASE", "BRICKID", "OBJID"]).any()
     recs = pd.read_parquet(res / "recommendations/recommendations.parquet")
     assert set(recs["SWEEP"]) <= {f"north/{STEM}", f"south/{STEM}"}
+    # the injections' deflector search met each region's objects with its own shard set
+    written = sum(json.loads((res / f"cutouts/{r}/{STEM}/manifest.json").read_text())["counts"]["written"]
+                  for r in REGIONS)
+    cuts = json.loads((res / "injections/summary.json").read_text())["deflector_cuts"]
+    assert cuts["candidates_with_cutout"] == written

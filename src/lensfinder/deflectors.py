@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 
 from .errors import LensfinderError
 from .object_pool import pack_keys
-from .shards import BANDS, KEY, ShardSet, manifests_by_sweep, read_keyed
+from .shards import BANDS, KEY, ShardSet, manifests_by_sweep, read_keyed, sweep_ids
 
 PIXSCALE = 0.262  # arcsec per pixel of the coadds, where a manifest does not say
 DEFLECTOR_COLUMNS = ["RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_G", "MAG_R", "MAG_Z", "MAG_G_DERED",
@@ -45,16 +44,20 @@ class Deflectors:
     pixscale: float
     release: str
 
-    def __post_init__(self):
-        self._open = lru_cache(maxsize=8)(lambda j: ShardSet(self.manifests[j]))
-
     def __len__(self):
         return len(self.table)
 
-    def cutout(self, i: int) -> np.ndarray:
-        """Deflector i's fp16 cutout (3, H, W), nanomaggies, band order g, r, z."""
-        row = self.table.iloc[int(i)]
-        return np.asarray(self._open(int(self.shard_set[i])).get(tuple(int(row[k]) for k in KEY)))
+    def cutouts(self, indices) -> dict:
+        """{deflector index: its fp16 cutout (3, H, W), nanomaggies, band order g, r, z},
+        each shard set opened once for all of its deflectors."""
+        indices = np.unique(np.asarray(indices, dtype=np.int64))
+        out = {}
+        for j in np.unique(self.shard_set[indices]):
+            shards = ShardSet(self.manifests[int(j)])
+            for i in indices[self.shard_set[indices] == j]:
+                row = self.table.iloc[int(i)]
+                out[int(i)] = np.asarray(shards.get(tuple(int(row[k]) for k in KEY)))
+        return out
 
 
 def cutout_geometry(manifests) -> tuple[tuple, float, str]:
@@ -79,12 +82,13 @@ def find_deflectors(object_paths, manifests, cuts, catalog_specs=(), truth_path=
     (``truth_path``), or with ``cuts.exclude_radius_arcsec`` none may lie that close; none is
     in ``exclude_keys`` ((RELEASE, BRICKID, OBJID) tuples: the training set); and no
     ``labelled`` position ((ra, dec) arrays [deg]) lies inside its cutout, counted under
-    ``labelled_reason``. ``object_paths``: the objects tables (``<sweep>.parquet``);
-    ``manifests``: one shard set per sweep (found by its directory name, else by position).
+    ``labelled_reason``. ``object_paths``: the objects tables (``[<region>/]<sweep>.parquet``);
+    ``manifests``: one shard set per sweep (``.../[<region>/]<sweep>/manifest.json``, else by
+    position).
     """
     shape, pixscale, release = cutout_geometry(manifests)
     half = (shape[-1] // 2) * pixscale
-    sweeps = [Path(p).stem for p in object_paths]
+    sweeps = sweep_ids(object_paths)
     manifest_of = manifests_by_sweep(sweeps, manifests)
     position = {Path(m): j for j, m in enumerate(manifests)}
     avoid_ra, avoid_dec = avoid_positions(catalog_specs, truth_path, object_paths)
@@ -133,8 +137,9 @@ def _packed(keys) -> np.ndarray:
 
 def avoid_positions(catalog_specs, truth_path, object_paths, match_radius_arcsec=1.5):
     """(ra, dec) arrays [deg] of every catalogued lens system and of the truth list's lenses
-    among the objects (at the matched object's position; each sweep matched on its own,
-    reading keys and positions only)."""
+    among the selected objects, cutout or not (at the matched object's position; each sweep
+    matched on its own, reading keys and positions only, so a lens by a sweep's edge may be
+    avoided twice)."""
     ra, dec = [], []
     if catalog_specs:
         from .catalogs import CatalogSpec, union_catalogs
@@ -143,11 +148,12 @@ def avoid_positions(catalog_specs, truth_path, object_paths, match_radius_arcsec
         ra.append(systems["ra"].to_numpy(np.float64))
         dec.append(systems["dec"].to_numpy(np.float64))
     if truth_path:
-        from .evaluate import read_truth
+        from .evaluate import load_truth, match_truth
 
+        truth = load_truth(truth_path)
         for path in object_paths:
             table = pd.read_parquet(path, columns=[*KEY, "RA", "DEC"])
-            lenses = read_truth(truth_path, table, match_radius_arcsec)
+            lenses = match_truth(truth, table, match_radius_arcsec, truth_path)
             ra.append(table["RA"].to_numpy(np.float64)[lenses.index])
             dec.append(table["DEC"].to_numpy(np.float64)[lenses.index])
     return (np.concatenate(ra) if ra else np.zeros(0)), (np.concatenate(dec) if dec else np.zeros(0))

@@ -64,6 +64,11 @@ def scorer_columns(models) -> dict:
 def read_truth(path, table: pd.DataFrame, match_radius_arcsec: float) -> pd.DataFrame:
     """The truth lenses among ``table``'s rows: a frame indexed like ``table`` with column
     THETA_E (arcsec, NaN where not given), for the rows that are lenses."""
+    return match_truth(load_truth(path), table, match_radius_arcsec, path)
+
+
+def load_truth(path) -> pd.DataFrame:
+    """A truth list (CSV or FITS) with lower-case column names."""
     path = Path(path)
     if not path.exists():
         raise LensfinderError(f"evaluation truth list {path} does not exist: set evaluation.truth to a lens list")
@@ -74,6 +79,12 @@ def read_truth(path, table: pd.DataFrame, match_radius_arcsec: float) -> pd.Data
     else:
         truth = pd.read_csv(path)
     truth.columns = [c.lower() for c in truth.columns]
+    return truth
+
+
+def match_truth(truth: pd.DataFrame, table: pd.DataFrame, match_radius_arcsec: float, path="the truth list"):
+    """``read_truth`` on a loaded list: by keys (release, brickid, objid), else by the nearest
+    object within ``match_radius_arcsec`` of (ra, dec)."""
     theta = truth["theta_e"].to_numpy(np.float64) if "theta_e" in truth else np.full(len(truth), np.nan)
     if {"release", "brickid", "objid"} <= set(truth.columns):
         keys = pd.MultiIndex.from_arrays([truth[k.lower()].astype(np.int64) for k in KEY])

@@ -493,13 +493,14 @@ def write_injection_set(object_paths, manifests, labels_path, catalog_specs, cfg
         log.warning(warning)
         plan = []
     which = _assign(len(plan), len(deflectors), rng)
+    cutouts = found.cutouts(which)
     writer = ShardWriter(out_dir, found.shape[-1], found.release, cfg.shard_rows, source="injection")
     for inj_id, ((theta, mag, ti, mj), d) in enumerate(tqdm(list(zip(plan, which)), desc="inject", unit="lens",
                                                             disable=not progress, mininterval=10)):
         deflector = deflectors.iloc[int(d)]
         stream = np.random.default_rng([cfg.seed, STREAM_SELECTION, inj_id])
         params = draw_params(stream, cfg, theta_e=theta, source_mag=mag)
-        image, info = inject(found.cutout(int(d)).astype(np.float32), deflector, params, cfg, stream, pixscale)
+        image, info = inject(cutouts[int(d)].astype(np.float32), deflector, params, cfg, stream, pixscale)
         writer.add(image, _index_row(inj_id, deflector, params, info, {"THETA_E_BIN": ti, "MAG_BIN": mj}))
     reuse = np.bincount(which, minlength=len(deflectors))
     summary = {"injections": len(plan), "deflector_cuts": counts, "deflectors_used": int((reuse > 0).sum()),
@@ -570,12 +571,13 @@ def training_injections(table: pd.DataFrame, object_paths, manifests, n: int,
     if len(take) < n:
         log.warning("trainset.injections: %d asked for, %d deflectors available (%s)", n, len(take), counts)
     rows, images = [], {}
+    cutouts = found.cutouts(take)
     for inj_id, d in enumerate(take):
         deflector = deflectors.iloc[int(d)]
         stream = np.random.default_rng([cfg.seed, STREAM_TRAINING, seed_offset, inj_id])
         params = draw_params(stream, cfg)
         key = tuple(int(deflector[k]) for k in KEY)
-        image, info = inject(found.cutout(int(d)).astype(np.float32), deflector, params, cfg, stream, pixscale)
+        image, info = inject(cutouts[int(d)].astype(np.float32), deflector, params, cfg, stream, pixscale)
         images[key] = image.astype(np.float16)
         rows.append({**{c: deflector[c] for c in deflector.index}, **{k: key[i] for i, k in enumerate(KEY)},
                      "KEY": key, "INJECTION_ID": inj_id, "SOURCE": "injection", **params.columns(), **info})

@@ -59,14 +59,33 @@ def read_keyed(path, columns=None):
 
 
 def manifests_by_sweep(sweeps, manifests) -> dict:
-    """Sweep id -> its shard set: the manifest under ``.../<sweep id>/manifest.json``; else, for
-    lists not laid out so (one set for several sweeps), by position."""
+    """Sweep id -> its shard set: the manifest under ``.../<sweep id>/manifest.json`` (an id
+    may name its region, ``north/sweep-...``); else, for lists not laid out so (one set for
+    several sweeps), by position."""
     manifests = [Path(m) for m in manifests]
     if len(manifests) != len(sweeps):
         raise LensfinderError(f"{len(manifests)} shard sets for {len(sweeps)} sweeps: give one manifest "
                               "per sweep")
-    by_name = {m.parent.name: m for m in manifests}
-    return {sweep: by_name.get(sweep, fallback) for sweep, fallback in zip(sweeps, manifests)}
+    tails: dict[int, dict] = {}  # id depth -> {the manifests' directories' last parts: manifest}
+    out = {}
+    for sweep, fallback in zip(sweeps, manifests):
+        parts = Path(sweep).parts
+        if len(parts) not in tails:
+            tails[len(parts)] = {m.parent.parts[-len(parts):]: m for m in manifests}
+        out[sweep] = tails[len(parts)].get(parts, fallback)
+    return out
+
+
+def sweep_ids(paths) -> list[str]:
+    """The sweep ids of per-sweep files (``.../<sweep>.parquet``, or ``.../<region>/<sweep>.parquet``
+    where several regions share a stem): the shortest tails that tell them apart."""
+    paths = [Path(p) for p in paths]
+    for depth in range(1, 4):
+        ids = ["/".join((*p.parent.parts[len(p.parent.parts) - depth + 1:], p.stem)) for p in paths]
+        if len(set(ids)) == len(ids):
+            return ids
+    raise LensfinderError(f"per-sweep files with the same name in the same place, e.g. {paths[:2]}: "
+                          "list each sweep once")
 
 
 def check_one_set_per_sweep(manifest_paths, sweeps):
