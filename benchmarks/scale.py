@@ -139,6 +139,22 @@ def run_stage(root: Path, names: list[str], stage: str, baseline_sweeps: int):
     print(json.dumps(info))
 
 
+def _inputs_current(root: Path) -> bool:
+    """Inputs kept in ``--dir`` are reused unless missing or written by an older lensfinder
+    (its meta-learner no longer loads); then they are built again."""
+    from lensfinder.ensemble import load_meta, meta_logit
+    from lensfinder.errors import LensfinderError
+
+    if not (root / "meta.pkl").exists():
+        return False
+    try:
+        meta_logit(load_meta(root / "meta.pkl")["model"], np.zeros((1, len(MODELS))))
+    except LensfinderError:
+        print(f"{root}: inputs from an older lensfinder, building them again")
+        return False
+    return True
+
+
 def measure(root: Path, stage: str, args) -> dict:
     """Peak RSS (bytes) and wall time of one stage in a fresh process."""
     cmd = [sys.executable, __file__, "--child", stage, "--dir", str(root), "--sweeps", str(args.sweeps),
@@ -182,7 +198,7 @@ def main():
             (root / d).mkdir(parents=True, exist_ok=True)
         n = args.sweeps * args.per_sweep
         t0 = time.perf_counter()
-        if not (root / "meta.pkl").exists():
+        if not _inputs_current(root):
             # in its own process too: a child forked from a large parent starts at the parent's RSS
             measure(root, "inputs", args)
         print(f"{args.sweeps:,} sweeps x {args.per_sweep:,} objects = {n:,} objects "

@@ -106,11 +106,13 @@ def test_meta_learner_fit_on_validation_ignores_a_model_that_only_fits_its_train
         assert info["fit_on"] == fit_on and info["monotone"] is True
         assert info["n_val"] == int((split == "val").sum())
         assert info["training_auc"]["fit"] > 0.99 and info["training_auc"]["honest"] < 0.9  # the overfit shows
+        if fit_on == "validation":
+            assert info["cv_folds"] == 5
+            # its out-of-fold validation AUC tells the truth about fresh rows
+            assert table.loc["meta-learner", "auc"] == pytest.approx(fresh_auc["validation"], abs=0.04)
+            assert table.loc["fit", "auc"] < 0.6 and table.loc["honest", "auc"] == pytest.approx(honest_auc, abs=0.04)
     assert fresh_auc["training"] < honest_auc - 0.1
     assert fresh_auc["validation"] >= honest_auc - 0.02
-    # the out-of-fold validation AUC of the stacker fit on validation tells the truth about fresh rows
-    assert table.loc["meta-learner", "auc"] == pytest.approx(fresh_auc["validation"], abs=0.04)
-    assert table.loc["fit", "auc"] < 0.6 and table.loc["honest", "auc"] == pytest.approx(honest_auc, abs=0.04)
 
 
 def test_out_of_fold_logits_need_lenses_in_the_validation_split():
@@ -121,10 +123,10 @@ def test_out_of_fold_logits_need_lenses_in_the_validation_split():
     y = np.zeros(40, dtype=int)
     y[:3] = 1
     x[:3] += 2
-    z = out_of_fold_logits(x, y, folds=5, hidden=8)  # 3 lenses: 3 folds, every row scored once
-    assert z.shape == (40,) and np.isfinite(z).all() and z[:3].mean() > z[3:].mean()
+    z, folds = out_of_fold_logits(x, y, folds=5, hidden=8)  # 3 lenses: 3 folds, every row scored once
+    assert folds == 3 and z.shape == (40,) and np.isfinite(z).all() and z[:3].mean() > z[3:].mean()
     y[1:3] = 0
-    with pytest.raises(LensfinderError, match="validation split.*1 lenses of 40 rows.*fit_on: training"):
+    with pytest.raises(LensfinderError, match="validation split.*1 lenses and 39 nonlenses.*fit_on: training"):
         out_of_fold_logits(x, y, folds=5, hidden=8)
 
 

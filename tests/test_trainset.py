@@ -383,5 +383,6 @@ def test_a_key_in_two_sweeps_is_an_error_naming_both_files(tmp_path):
     frame.to_parquet(tmp_path / "a.parquet")
     frame.iloc[[2]].to_parquet(tmp_path / "b.parquet")
     assert len(ObjectPool([tmp_path / "a.parquet"], [])) == 3
-    with pytest.raises(LensfinderError, match=r"1 key\(s\).*\(10000, 6, 1\) in .*a.parquet row 2 and .*b.parquet row 0"):
+    with pytest.raises(LensfinderError, match=r"1 key\(s\).*\(10000, 6, 1\) in .*a.parquet row 2 and .*b.parquet row 0.*"
+                                              "listed twice"):
         ObjectPool([tmp_path / "a.parquet", tmp_path / "b.parquet"], [])

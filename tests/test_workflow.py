@@ -96,6 +96,20 @@ def test_truncated_sweep_stops_its_job_with_the_file_named(tiny_mock, tmp_path):
     assert not (work / "results/mock/objects/sweep-145p000-150p005.parquet").exists()
 
 
+def test_too_few_validation_lenses_for_the_meta_learner_stop_the_trainset_rule(tiny_mock, tmp_path):
+    """The tiny tree's validation split holds one lens: with ensemble.fit_on: validation the
+    run stops at the training set, naming both settings, before any network trains."""
+    root, _, _ = tiny_mock
+    cfg = tiny_config(source="tree", root=str(root))
+    cfg["ensemble"]["fit_on"] = "validation"
+    work = make_workdir(tmp_path, cfg)
+    proc = run_snakemake(work, "results/mock/ensemble/meta.pkl", check=False)
+    assert proc.returncode != 0
+    assert "lensfinder error in rule trainset: ensemble.fit_on: validation needs at least 2 lenses" in proc.stdout
+    assert "trainset.validation_fraction" in proc.stdout and "ensemble.fit_on: training" in proc.stdout
+    assert not (work / "results/mock/trainset/labels.parquet").exists() and not (work / "results/mock/models").exists()
+
+
 def test_run_writes_cutout_shards_for_every_sweep_and_counts_add_up(tiny_run):
     import json
 

@@ -88,19 +88,18 @@ class ObjectPool:
         self.shape = shapes.pop() if shapes else None
 
     def _check_unique_keys(self):
-        """One object, one key: a key in two rows is a sweep listed twice or overlapping
-        inputs, and would give one object two labels."""
+        """One object, one key: a key in two rows would give one object two labels."""
         sorted_keys = self.key[self._by_key]
         dup = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
         if len(dup):
             first, second = self._by_key[dup[0]], self._by_key[dup[0] + 1]
             key = tuple(int(v) for v in pq.read_table(self.object_paths[self.sweep[first]], columns=list(KEY))
                         .slice(int(self.row[first]), 1).to_pylist()[0].values())
-            raise LensfinderError(
-                f"{len(dup)} key(s) appear in two selected rows, e.g. (RELEASE, BRICKID, OBJID) = {key} in "
-                f"{self.object_paths[self.sweep[first]]} row {self.row[first]} and "
-                f"{self.object_paths[self.sweep[second]]} row {self.row[second]}: check survey.sweeps for a sweep "
-                "listed twice or overlapping trees")
+            where = [f"{self.object_paths[self.sweep[i]]} row {self.row[i]}" for i in (first, second)]
+            fix = ("re-run the select rule for it" if self.sweep[first] == self.sweep[second] else
+                   "check survey.sweeps for a sweep listed twice or overlapping trees")
+            raise LensfinderError(f"{len(np.unique(sorted_keys[dup]))} key(s) appear in several selected rows, e.g. "
+                                  f"(RELEASE, BRICKID, OBJID) = {key} in {where[0]} and {where[1]}: {fix}")
 
     def nearest_objects(self, ra, dec, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
         """For each position (ra, dec) [deg]: the pool index of its nearest object within
