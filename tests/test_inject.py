@@ -533,3 +533,12 @@ def test_injected_training_positives_join_the_training_split_only(tiny_shards, t
     idx = ShardSet(tmp_path / "sf/manifest.json").index
     assert not set(zip(idx.DEFLECTOR_RELEASE, idx.DEFLECTOR_BRICKID, idx.DEFLECTOR_OBJID)) & \
         set(zip(labels.RELEASE, labels.BRICKID, labels.OBJID))
+
+
+def test_shard_sets_of_different_cutout_sizes_are_an_error_naming_both():
+    from lensfinder.errors import LensfinderError
+    from lensfinder.shards import common_shape
+
+    assert common_shape([]) is None and common_shape([{"shape": [3, 101, 101]}] * 2) == (3, 101, 101)
+    with pytest.raises(LensfinderError, match=r"different shapes \[\(3, 101, 101\), \(3, 151, 151\)\].*one size"):
+        common_shape([{"shape": [3, 101, 101]}, {"shape": [3, 151, 151]}])

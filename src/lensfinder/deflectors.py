@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from .errors import LensfinderError
 from .object_pool import pack_keys
-from .shards import BANDS, KEY, ShardSet, manifests_by_sweep, read_keyed, sweep_ids
+from .shards import BANDS, KEY, ShardSet, common_shape, manifests_by_sweep, read_keyed, sweep_ids
 
 PIXSCALE = 0.262  # arcsec per pixel of the coadds, where a manifest does not say
 DEFLECTOR_COLUMNS = ["RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_G", "MAG_R", "MAG_Z", "MAG_G_DERED",
@@ -65,13 +65,11 @@ def cutout_geometry(manifests) -> tuple[tuple, float, str]:
     infos = [json.loads(Path(m).read_text()) for m in manifests]
     if not infos:
         raise LensfinderError("no cutout shard set to inject into: run the cutouts rule first")
-    shapes = {tuple(i["shape"]) for i in infos}
-    if len(shapes) > 1:
-        raise LensfinderError(f"cutout shards of different shapes {sorted(shapes)}: re-run cutouts with one size")
+    shape = common_shape(infos)
     scales = {float(i.get("cutout", {}).get("pixscale_arcsec", PIXSCALE)) for i in infos}
     if len(scales) > 1:
         raise LensfinderError(f"cutout shard sets of different pixel scales {sorted(scales)}")
-    return shapes.pop(), scales.pop(), infos[0].get("release", "")
+    return shape, scales.pop(), infos[0].get("release", "")
 
 
 def find_deflectors(object_paths, manifests, cuts, catalog_specs=(), truth_path=None, exclude_keys=(), labelled=None,

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .errors import LensfinderError
-from .shards import KEY, ShardSet
+from .shards import KEY, ShardSet, common_shape
 
 POOL_COLUMNS = [*KEY, "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN"]
 _BITS = (19, 22, 22)  # RELEASE, BRICKID, OBJID: one int64 per key
@@ -82,10 +82,7 @@ class ObjectPool:
             self.shard_set[self._locate(pack_keys(*(_shard_keys(manifest)[k] for k in KEY)))] = j
         self.has_cutout = self.shard_set >= 0
         self._open = lru_cache(maxsize=8)(lambda i: ShardSet(self.manifests[i]))
-        shapes = {tuple(json.loads(m.read_text())["shape"]) for m in self.manifests}
-        if len(shapes) > 1:
-            raise LensfinderError(f"cutout shards of different shapes {sorted(shapes)}: re-run cutouts with one size")
-        self.shape = shapes.pop() if shapes else None
+        self.shape = common_shape([json.loads(m.read_text()) for m in self.manifests])
 
     def _check_unique_keys(self):
         """One object, one key: a key in two rows would give one object two labels."""

@@ -88,6 +88,15 @@ def sweep_ids(paths) -> list[str]:
                           "list each sweep once")
 
 
+def common_shape(manifests):
+    """The cutout shape (3, H, W) shared by shard sets' manifests (dicts); None for none. Sets of
+    different shapes cannot be mixed in one training set, injection set or mosaic."""
+    shapes = {tuple(m["shape"]) for m in manifests}
+    if len(shapes) > 1:
+        raise LensfinderError(f"cutout shards of different shapes {sorted(shapes)}: re-run cutouts with one size")
+    return shapes.pop() if shapes else None
+
+
 def check_one_set_per_sweep(manifest_paths, sweeps):
     """A batch job's shard sets and sweeps pair up one to one."""
     if len(manifest_paths) != len(sweeps):
@@ -273,10 +282,7 @@ class ShardCollection:
 
     def __init__(self, manifests):
         self.sets = [ShardSet(m) for m in manifests]
-        shapes = {tuple(s.manifest["shape"]) for s in self.sets}
-        if len(shapes) > 1:
-            raise LensfinderError(f"cutout shards of different shapes {sorted(shapes)}: re-run cutouts with one size")
-        self.shape = shapes.pop() if shapes else None
+        self.shape = common_shape([s.manifest for s in self.sets])
 
     def __contains__(self, key) -> bool:
         return any(key in s for s in self.sets)
