@@ -54,14 +54,15 @@ def _overfit_training_scores(rng, n):
 
 def test_stacker_never_falls_when_a_base_model_rises():
     """Scores where the training rows invite a bump (lenses' ``a`` in a middle band, nonlenses
-    above it as well as below): an unconstrained network learns to lower its output as ``a``
-    rises past the band; the stacker never does, anywhere on a grid wider than the data."""
+    as often above it as below): an unconstrained network learns to lower its output as ``a``
+    rises past the band; the stacker never does, anywhere on a grid wider than the data (the
+    same network with weights of either sign falls by 0.39 in logit there)."""
     from sklearn.neural_network import MLPClassifier
 
     rng = np.random.default_rng(3)
     n = 3000
     y = (rng.random(n) < 0.2).astype(int)
-    a = np.where(y == 1, rng.normal(2.0, 0.5, n), np.where(rng.random(n) < 0.15, rng.normal(5.0, 0.7, n),
+    a = np.where(y == 1, rng.normal(2.0, 0.5, n), np.where(rng.random(n) < 0.5, rng.normal(5.0, 0.7, n),
                                                             rng.normal(-2.0, 1.0, n)))
     b = 1.2 * y + rng.normal(0, 1, n)
     x = np.stack([a, b], 1)
@@ -72,9 +73,11 @@ def test_stacker_never_falls_when_a_base_model_rises():
     bumpy = unconstrained.predict_proba(grid)[:, 1].reshape(grid_a.shape)
     assert np.diff(bumpy, axis=0).min() < -0.05  # the control: these rows do provoke a fall
 
-    z = meta_logit(fit_meta_learner(x, y), grid).reshape(grid_a.shape)
+    meta = fit_meta_learner(x, y)
+    assert (meta.w1_ >= 0).all() and (meta.w2_ >= 0).all()  # the construction that makes it monotone
+    z = meta_logit(meta, grid).reshape(grid_a.shape)
     assert np.diff(z, axis=0).min() >= -1e-9 and np.diff(z, axis=1).min() >= -1e-9
-    assert z[-1].mean() > z[0].mean() + 2 and z[:, -1].mean() > z[:, 0].mean() + 2  # and both inputs count
+    assert z[:, -1].mean() > z[:, 0].mean() + 2  # and it learnt from b (a, monotone, carries nothing here)
 
 
 def test_meta_learner_fit_on_validation_ignores_a_model_that_only_fits_its_training_rows(tmp_path):
