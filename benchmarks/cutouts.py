@@ -25,10 +25,12 @@ import fitsio
 import numpy as np
 import pandas as pd
 
-from lensfinder.cutouts import CutoutExtractor, extract_sweep, touched_tiles
-from lensfinder.mock import MockConfig, write_mock_survey
-from lensfinder.shards import ShardSet
-from lensfinder.survey import BrickGrid, SurveyTree
+from lensfinder.cutouts.extract import CutoutExtractor, extract_sweep, touched_tiles
+from lensfinder.cutouts.shards import ShardSet
+from lensfinder.mock.layout import MockConfig
+from lensfinder.mock.write import write_mock_survey
+from lensfinder.survey.bricks import BrickGrid
+from lensfinder.survey.tree import SurveyTree
 
 
 def main():

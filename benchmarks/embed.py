@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lensfinder.embed.encoders import count_parameters
+from lensfinder.cutouts.shards import ShardWriter
 from lensfinder.embed.pretrain import CHECKPOINT_FORMAT, PretrainConfig
 from lensfinder.embed.represent import embed_sweep
-from lensfinder.shards import ShardWriter
+from lensfinder.nets.registry import count_parameters
 
 
 def make_shards(path: Path, n: int, size: int):

@@ -1,4 +1,4 @@
-"""Inference throughput per model: ``lensfinder.infer.infer_sweep`` over memory-mapped fp16
+"""Inference throughput per model: ``lensfinder.ranking.infer.infer_sweep`` over memory-mapped fp16
 shards (read, fp32 conversion on the device, input transform, forward, Parquet) beside the
 bare model forward on fp32 batches already in memory, measured in one run.
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lensfinder.infer import infer_sweep
-from lensfinder.models import ModelSpec, count_parameters
-from lensfinder.shards import ShardWriter
+from lensfinder.cutouts.shards import ShardWriter
+from lensfinder.nets.registry import ModelSpec, count_parameters
+from lensfinder.ranking.infer import infer_sweep
 
 
 def make_shards(path: Path, n: int, size: int = 101):

@@ -5,7 +5,7 @@
 On one core (numpy/scipy single-threaded), for ``--n`` parameter sets drawn from the
 default priors (theta_E 1-3", Sersic sources of the mock's population), at 101 x 101 px:
 
-* ``lensfinder.inject.inject``: ray-tracing the part of the cutout the lensed light can
+* ``lensfinder.injection.arcs.inject``: ray-tracing the part of the cutout the lensed light can
   reach (4 x 4 points per pixel, once for the three bands), each band's Gaussian PSF, the
   arc's photon noise, fluxes and matched-filter S/N, added to a cutout;
 * lenstronomy's bare rendering of the same three images: ``ImageModel.image`` on the
@@ -32,8 +32,11 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lensfinder.inject import PIXSCALE, InjectionConfig, draw_params, inject, write_injection_set  # noqa: E402
-from lensfinder.shards import ShardWriter  # noqa: E402
+from lensfinder.constants import PIXSCALE  # noqa: E402
+from lensfinder.cutouts.shards import ShardWriter  # noqa: E402
+from lensfinder.injection.arcs import inject
+from lensfinder.injection.config import InjectionConfig, draw_params
+from lensfinder.injection.sets import write_injection_set
 
 PSF = {"G": 1.29, "R": 1.18, "Z": 1.11}
 DEPTH = {"G": 2800.0, "R": 1000.0, "Z": 170.0}
@@ -134,7 +137,7 @@ def main():
     print("| what | injections/s/core | ratio to lenstronomy |")
     print("|---|---|---|")
     print(f"| lenstronomy bare rendering (3 bands) | {n / t_bare:.1f} | 1 |")
-    print(f"| lensfinder.inject.inject | {n / t_ours:.1f} | {t_bare / t_ours:.2f} |")
+    print(f"| lensfinder.injection.arcs.inject | {n / t_ours:.1f} | {t_bare / t_ours:.2f} |")
     rule_rate = n_rule / t_rule
     print(f"| write_injection_set ({n_rule}, shards) | {rule_rate:.1f} | {rule_rate / (n / t_bare):.2f} |")
 

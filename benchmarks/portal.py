@@ -27,7 +27,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from portal_support import Server, chrome, close_chrome, make_run, write_recommendations  # noqa: E402
 
-from lensfinder.mock import MockConfig, write_mock_survey  # noqa: E402
+from lensfinder.mock.layout import MockConfig  # noqa: E402
+from lensfinder.mock.write import write_mock_survey
 
 VIEWS = ("rgb", "g", "r", "z", "context")
 

@@ -57,7 +57,7 @@ def make_inputs(root: Path, sweeps: int, per_sweep: int, size: int, seed: int = 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lensfinder.ensemble import fit_meta_learner
+    from lensfinder.ranking.ensemble import fit_meta_learner
 
     rng = np.random.default_rng(seed)
     lenses = []
@@ -107,9 +107,10 @@ def make_inputs(root: Path, sweeps: int, per_sweep: int, size: int, seed: int = 
 
 def run_stage(root: Path, names: list[str], stage: str, baseline_sweeps: int):
     """Run in the child: one stage on the inputs under ``root``; prints a JSON line."""
-    from lensfinder.rank import RankConfig, combine_scores, rank, select
-    from lensfinder.shortlist import shortlist_batch
-    from lensfinder.trainset import TrainsetConfig, build_trainset
+    from lensfinder.ranking.rank import rank
+    from lensfinder.ranking.scores import RankConfig, combine_scores, select
+    from lensfinder.ranking.shortlist import shortlist_batch
+    from lensfinder.trainset.build import TrainsetConfig, build_trainset
 
     objects = [root / f"objects/{s}.parquet" for s in names]
     manifests = [root / f"cutouts/{s}/manifest.json" for s in names]
@@ -142,8 +143,8 @@ def run_stage(root: Path, names: list[str], stage: str, baseline_sweeps: int):
 def _inputs_current(root: Path) -> bool:
     """Inputs kept in ``--dir`` are reused unless missing or written by an older lensfinder
     (its meta-learner no longer loads); then they are built again."""
-    from lensfinder.ensemble import load_meta, meta_logit
     from lensfinder.errors import LensfinderError
+    from lensfinder.ranking.ensemble import load_meta, meta_logit
 
     if not (root / "meta.pkl").exists():
         return False
@@ -189,7 +190,9 @@ def main():
         if args.child != "baseline":
             run_stage(args.dir, names, args.child, args.baseline_sweeps)
         else:
-            import lensfinder.rank, lensfinder.shortlist, lensfinder.trainset  # noqa: E401, F401
+            import lensfinder.ranking.rank  # noqa: F401 - the stages' imports, for the baseline's memory
+            import lensfinder.ranking.shortlist  # noqa: F401
+            import lensfinder.trainset.build  # noqa: F401
             print("{}")
         return
     with tempfile.TemporaryDirectory() as tmp:

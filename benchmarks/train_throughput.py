@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lensfinder.models import ModelSpec, count_parameters
-from lensfinder.train import TrainConfig, Trainer
+from lensfinder.nets.registry import ModelSpec, count_parameters
+from lensfinder.nets.train import TrainConfig, Trainer
 
 PAPER_IV_A100 = 1200.0  # images/s per A100, both models (Inchausti et al. 2025, section 3.2)
 

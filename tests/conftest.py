@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from lensfinder.mock import MockConfig, write_mock_survey
+from lensfinder.mock.layout import MockConfig
+from lensfinder.mock.write import write_mock_survey
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"

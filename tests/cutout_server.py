@@ -17,8 +17,10 @@ import fitsio
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from lensfinder.service import service_fits_bytes
-from lensfinder.survey import BrickGrid, SurveyTree, read_header_wcs
+from lensfinder.survey.bricks import BrickGrid
+from lensfinder.survey.images import read_header_wcs
+from lensfinder.survey.service import service_fits_bytes
+from lensfinder.survey.tree import SurveyTree
 
 
 class CutoutServer:

@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lensfinder.cutouts import extract_sweep
-from lensfinder.select import SelectionConfig, select_sweep
-from lensfinder.shards import KEY, ShardSet
-from lensfinder.survey import SurveyTree, desi_names
+from lensfinder.catalog.select import SelectionConfig, select_sweep
+from lensfinder.constants import KEY
+from lensfinder.cutouts.extract import extract_sweep
+from lensfinder.cutouts.shards import ShardSet
+from lensfinder.survey.positions import desi_names
+from lensfinder.survey.tree import SurveyTree
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

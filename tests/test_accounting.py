@@ -4,8 +4,8 @@ import fitsio
 import pandas as pd
 import pytest
 
-from lensfinder.accounting import check_accounting
 from lensfinder.errors import LensfinderError
+from lensfinder.evaluation.accounting import check_accounting
 
 pytestmark = pytest.mark.workflow
 SWEEPS = ["sweep-145p000-150p005", "sweep-150p000-155p005"]

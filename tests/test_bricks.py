@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lensfinder.errors import LensfinderError
-from lensfinder.survey import BrickGrid, brick_names, read_bricks_table
+from lensfinder.survey.bricks import BrickGrid, brick_names, read_bricks_table
 
 GRID = BrickGrid.build()
 

@@ -5,7 +5,7 @@ import fitsio
 import numpy as np
 import pytest
 
-from lensfinder.catalogs import CatalogSpec, read_catalog, union_catalogs
+from lensfinder.catalog.lenses import CatalogSpec, read_catalog, union_catalogs
 from lensfinder.errors import LensfinderError
 
 
@@ -62,7 +62,7 @@ socket.socket.connect = socket.socket.connect_ex = socket.create_connection = so
 
 LENSCAT_CHECK = OFFLINE + """
 import json
-from lensfinder.catalogs import CatalogSpec, read_catalog, union_catalogs
+from lensfinder.catalog.lenses import CatalogSpec, read_catalog, union_catalogs
 from lensfinder.errors import LensfinderError
 
 confident, problems = read_catalog(CatalogSpec(source="lenscat", gradings=["confident"]))
@@ -117,7 +117,7 @@ def test_lenscat_source_offline_with_a_grading_filter(tmp_path):
 
 
 def test_lenscat_entries_join_the_union_with_their_provenance(tmp_path):
-    from lensfinder.catalogs import grade_ok
+    from lensfinder.catalog.lenses import grade_ok
 
     lens = read_catalog(CatalogSpec(source="lenscat", gradings=["probable"]))[0].iloc[0]
     mine = _csv(tmp_path / "mine.csv", f"name,ra,dec,grade\nmine-1,{lens.ra},{lens.dec + 0.5 / 3600},A\n"
@@ -132,7 +132,7 @@ def test_lenscat_entries_join_the_union_with_their_provenance(tmp_path):
 
 
 def test_catalog_entries_are_checked_and_only_files_are_rule_inputs(tmp_path):
-    from lensfinder.catalogs import catalog_input_files, catalog_versions
+    from lensfinder.catalog.lenses import catalog_input_files, catalog_versions
 
     specs = [{"path": "a.csv", "label": "mine"}, {"source": "lenscat", "gradings": ["confident"]}, {"path": "b.fits"}]
     assert catalog_input_files(specs) == ["a.csv", "b.fits"]

@@ -10,7 +10,6 @@ import subprocess
 import fitsio
 import pandas as pd
 import pytest
-
 from conftest import REPO, make_workdir, run_snakemake, tiny_config, unavailable
 
 pytestmark = pytest.mark.workflow

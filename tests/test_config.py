@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.utils import validate
-
 from conftest import REPO
+from snakemake.utils import validate
 
 SCHEMA = str(REPO / "config/schema/config.schema.yaml")
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))
@@ -55,3 +54,42 @@ def test_impossible_values_fail_naming_the_key(section, key, value, message):
         validate(cfg, SCHEMA)
     text = str(err.value)
     assert message in text and f"['{section}']['{key}']" in text
+
+
+def _settings_classes():
+    """Every config section's settings class in the package (subclasses of Settings)."""
+    import importlib
+    import pkgutil
+
+    import lensfinder
+    from lensfinder.settings import Settings
+
+    for m in pkgutil.walk_packages(lensfinder.__path__, "lensfinder."):
+        importlib.import_module(m.name)
+    found, todo = [], list(Settings.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return sorted(found, key=lambda c: c.__name__)
+
+
+SETTINGS = _settings_classes()
+
+
+def test_every_config_section_is_a_settings_class():
+    assert {c.section for c in SETTINGS} >= {"selection", "trainset", "train", "rank", "evaluation", "injection",
+                                             "inspection", "mock", "lens_catalogs", "embed.pretrain", "embed.index",
+                                             "embed.similar", "embed.probe"}
+
+
+@pytest.mark.parametrize("cls", SETTINGS, ids=lambda c: c.__name__)
+def test_a_settings_section_gives_its_defaults_and_names_an_unknown_key(cls):
+    """One helper for every section: {} gives the defaults; an unknown key is an error naming
+    the section, the key and the keys it knows."""
+    from lensfinder.errors import LensfinderError
+
+    if cls.__name__ != "CatalogSpec":  # a catalogue entry needs its path or source
+        assert cls.from_dict({}) == cls.from_dict(None)
+    with pytest.raises(LensfinderError, match=rf"{cls.section}.*unknown key\(s\) \['no_such_key'\]; known: \["):
+        cls.from_dict({"no_such_key": 1})

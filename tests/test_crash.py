@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-
 from conftest import make_workdir, run_snakemake, tiny_config
-from lensfinder.errors import atomic_path, remove_stale_temporaries
-from lensfinder.shards import ShardSet, ShardWriter
+
+from lensfinder.cutouts.shards import ShardSet, ShardWriter
+from lensfinder.files import atomic_path, remove_stale_temporaries
 
 pytestmark = pytest.mark.workflow
 FINAL_TABLES = ["recommendations/recommendations.csv", "accounting.csv", "evaluation/metrics.csv",
@@ -64,7 +64,7 @@ def test_kill_9_of_cutouts_infer_and_train_then_rerun_gives_identical_tables(tin
     shutil.copytree(reference / "resources", work / "resources", copy_function=shutil.copy2)
     rng = random.Random(11)
     killed = 0
-    for marker in (".cutouts.py", "lensfinder.launch", ".infer.py"):
+    for marker in (".cutouts.py", "lensfinder.nets.launch", ".infer.py"):
         code, out = _run_and_kill(work, marker, rng)
         killed += code != 0
     assert killed >= 2, "the kills should have stopped the runs"

@@ -6,7 +6,7 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord, match_coordinates_sky
 
-from lensfinder.crossmatch import (
+from lensfinder.catalog.crossmatch import (
     friends_of_friends,
     friends_of_friends_square,
     nearest,

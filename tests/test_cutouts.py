@@ -7,16 +7,19 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-
 from cutout_server import CutoutServer
-from lensfinder.cutouts import CutoutExtractor, extract_sweep, lanczos_shift
+
+from lensfinder.catalog.select import SelectionConfig, select_sweep
+from lensfinder.cutouts.extract import CutoutExtractor, extract_sweep, lanczos_shift
+from lensfinder.cutouts.shards import FLAG_FROM_NEIGHBOURS, ShardSet
 from lensfinder.errors import LensfinderError
-from lensfinder.mock import PSF_FWHM, MockConfig, MockSky, write_mock_survey
-from lensfinder.select import SelectionConfig, select_sweep
-from lensfinder.service import CutoutService
-from lensfinder.shards import FLAG_FROM_NEIGHBOURS, ShardSet
-from lensfinder.sky import render_image
-from lensfinder.survey import BrickGrid, SurveyTree
+from lensfinder.mock.layout import MockConfig
+from lensfinder.mock.light import render_image
+from lensfinder.mock.sky import PSF_FWHM, MockSky
+from lensfinder.mock.write import write_mock_survey
+from lensfinder.survey.bricks import BrickGrid
+from lensfinder.survey.service import CutoutService
+from lensfinder.survey.tree import SurveyTree
 
 # A noise-free 2 x 2 block of bricks sharing the corner (RA 150.0, Dec 2.125), one PSF
 # everywhere and full exposure coverage, so that a cutout can be compared with a direct
@@ -261,7 +264,7 @@ def test_service_retries_then_succeeds_and_fails_clearly(block, tmp_path):
 
 
 def test_touched_tiles_at_tile_edges():
-    from lensfinder.cutouts import touched_tiles
+    from lensfinder.cutouts.extract import touched_tiles
 
     assert touched_tiles(0, 100, 0, 100, (100, 100)) == [(0, 0)]  # exactly one tile
     assert touched_tiles(99, 101, 0, 1, (100, 100)) == [(0, 0), (1, 0)]  # a row on each side of an edge

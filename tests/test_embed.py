@@ -4,29 +4,30 @@ Faiss indexes, the similarity search, the linear probe and the workflow rules.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import run_snakemake
+
+from lensfinder.constants import KEY
+from lensfinder.cutouts.shards import ShardWriter
 from lensfinder.embed.augment import S22_ORDER, AugmentConfig, S22Augment, gaussian_blur
 from lensfinder.embed.encoders import EncoderSpec
 from lensfinder.embed.index import IndexConfig, SimilarityIndex, build_index, exact_search, recall_at_k
 from lensfinder.embed.moco import MoCo, MoCoConfig, info_nce
 from lensfinder.embed.pretrain import PretrainConfig, load_encoder, water_fill
 from lensfinder.errors import LensfinderError
-from lensfinder.shards import KEY, ShardWriter
-from lensfinder.train import PREEMPTED_EXIT
+from lensfinder.nets.launch import PREEMPTED_EXIT
 
 SMALL = {"arch": "deeplens", "params": {"stem": 8, "stages": [[8, 16], [16, 32]], "blocks": 1}, "input": {"crop": 32}}
 
@@ -391,8 +392,8 @@ def test_a_batch_of_sweeps_embeds_as_each_alone_with_an_empty_one_among_them(sha
                                                                              tmp_path):
     """infer.sweeps_per_job for the representations: one encoder load, one file, each sweep's
     rows as embedding it alone, SWEEP on every row; an empty sweep adds nothing."""
+    from lensfinder.cutouts.shards import ShardWriter
     from lensfinder.embed.represent import embed_sweeps
-    from lensfinder.shards import ShardWriter
 
     out, _ = embedded
     ShardWriter(tmp_path / "empty", 64, "dr10").close(0)
@@ -409,7 +410,7 @@ def test_a_batch_of_sweeps_embeds_as_each_alone_with_an_empty_one_among_them(sha
 
 
 def test_representations_are_the_encoders_fp16_output_keyed_in_shard_order(shards, pretrained, embedded):
-    from lensfinder.shards import ShardSet
+    from lensfinder.cutouts.shards import ShardSet
 
     out, info = embedded
     vectors, index = np.load(out / "sweep.npy"), pd.read_parquet(out / "sweep.parquet")
@@ -440,7 +441,7 @@ def test_lensfinder_similar_finds_a_query_by_key_position_or_name_and_writes_nei
     table = pd.read_csv(tmp_path / "k.csv")
     assert len(table) == 5 and tuple(table.iloc[0][list(KEY)]) == tuple(row[list(KEY)])
     assert table.SIMILARITY.iloc[0] == pytest.approx(1.0, abs=1e-5) and table.SIMILARITY.is_monotonic_decreasing
-    from lensfinder.survey import desi_names
+    from lensfinder.survey.positions import desi_names
 
     for query in (f"{row.RA:.6f},{row.DEC:.6f}", desi_names([row.RA], [row.DEC])[0]):
         run(similar_cmd("--index", out / "index", "--query", query, "--k", 5, "--out", tmp_path / "q.csv", "--quiet"))
@@ -488,6 +489,7 @@ def test_a_query_list_gives_candidates_in_the_recommendations_format_without_kno
 
 def test_linear_probe_fits_on_frozen_representations_and_writes_the_networks_formats(pretrained, embedded, tmp_path):
     from conftest import make_trainset
+
     from lensfinder.embed.probe import ProbeConfig, run_probe
 
     out, _ = embedded
@@ -517,8 +519,8 @@ def test_linear_probe_fits_on_frozen_representations_and_writes_the_networks_for
 @pytest.mark.workflow
 def test_rules_pretrain_embed_index_and_probe_on_the_tiny_workflow(tiny_run):
     """The tiny run of the whole workflow (the session's shared run) includes the S22 rules."""
+    from lensfinder.cutouts.shards import ShardSet
     from lensfinder.portal.candidates import load_candidates
-    from lensfinder.shards import ShardSet
 
     work, dry, _ = tiny_run
     stats = dry.stdout.split("Job stats:")[1]
@@ -544,7 +546,7 @@ def test_rules_pretrain_embed_index_and_probe_on_the_tiny_workflow(tiny_run):
     summary = json.loads((res / "embed/candidates_summary.json").read_text())
     assert summary["queries"] > 0 and summary["candidates"] == len(recs) > 0
     assert "SCORE_SIMILARITY" in recs.columns and recs.SCORE_SIMILARITY.is_monotonic_decreasing
-    from lensfinder.crossmatch import nearest
+    from lensfinder.catalog.crossmatch import nearest
 
     known = pd.read_csv(work / "resources/mock_survey/catalogues/known_lenses.csv")
     idx, _ = nearest(recs.RA.to_numpy(), recs.DEC.to_numpy(), known.ra.to_numpy(), known.dec.to_numpy(), 3.0)

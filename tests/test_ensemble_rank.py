@@ -6,15 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.table import Table
-
 from scipy.special import expit, logit
 
-from lensfinder.ensemble import evaluate, fit_meta_learner, meta_logit, top_n_metrics
+from lensfinder.cutouts.shards import ShardWriter
 from lensfinder.errors import LensfinderError
-from lensfinder.rank import RankConfig, combine_scores, rank, select
-from lensfinder.shortlist import shortlist_batch
-from lensfinder.survey import desi_names
-from lensfinder.shards import ShardWriter
+from lensfinder.metrics import top_n_metrics
+from lensfinder.ranking.ensemble import evaluate, fit_meta_learner, meta_logit
+from lensfinder.ranking.rank import rank
+from lensfinder.ranking.scores import RankConfig, combine_scores, select
+from lensfinder.ranking.shortlist import shortlist_batch
+from lensfinder.survey.positions import desi_names
 
 KEY = ["RELEASE", "BRICKID", "OBJID"]
 
@@ -87,7 +88,7 @@ def test_meta_learner_fit_on_validation_ignores_a_model_that_only_fits_its_train
     then out-of-fold, and meta.json says how it was fit."""
     from sklearn.metrics import roc_auc_score
 
-    from lensfinder.ensemble import build_ensemble, load_meta, apply_meta
+    from lensfinder.ranking.ensemble import apply_meta, build_ensemble, load_meta
 
     rng = np.random.default_rng(4)
     n = 3000
@@ -119,7 +120,7 @@ def test_meta_learner_fit_on_validation_ignores_a_model_that_only_fits_its_train
 
 
 def test_out_of_fold_logits_need_lenses_in_the_validation_split():
-    from lensfinder.ensemble import out_of_fold_logits
+    from lensfinder.ranking.ensemble import out_of_fold_logits
 
     rng = np.random.default_rng(5)
     x = rng.normal(0, 1, (40, 2))
@@ -140,6 +141,30 @@ def test_a_meta_learner_from_an_older_version_is_an_error_that_says_what_to_re_r
     old = MLPClassifier((4,), max_iter=50).fit(np.array([[0.0, 0], [1, 1]]), [0, 1])
     with pytest.raises(LensfinderError, match="older lensfinder.*forcerun ensemble"):
         meta_logit(old, np.zeros((1, 2)))
+
+
+def test_a_meta_learner_pickled_before_the_package_moved_still_loads(tmp_path, monkeypatch):
+    """meta.pkl files name the stacker's class by module: lensfinder.stacking before the
+    package was grouped by stage. They load, and score as they did."""
+    import sys
+
+    import lensfinder.ranking.stacking as stacking
+    from lensfinder.ranking.ensemble import apply_meta, load_meta
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2))
+    y = (x.sum(axis=1) + rng.normal(scale=0.5, size=60) > 0).astype(int)
+    meta = {"model": fit_meta_learner(x, y, hidden=8), "inputs": ["a", "b"]}
+    monkeypatch.setitem(sys.modules, "lensfinder.stacking", stacking)
+    monkeypatch.setattr(stacking.MonotoneStacker, "__module__", "lensfinder.stacking")
+    data = pickle.dumps(meta)
+    assert b"lensfinder.stacking" in data and b"lensfinder.ranking.stacking" not in data
+    monkeypatch.undo()
+    assert "lensfinder.stacking" not in sys.modules
+    (tmp_path / "meta.pkl").write_bytes(data)
+    loaded = load_meta(tmp_path / "meta.pkl")
+    frame = pd.DataFrame(x, columns=["a", "b"])
+    assert np.array_equal(apply_meta(loaded, frame), apply_meta(meta, frame))
 
 
 def test_top_n_metrics_at_a_realistic_ratio():

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lensfinder.ensemble import fit_meta_learner
-from lensfinder.evaluate import EvaluationConfig, evaluate_run
+from lensfinder.evaluation.never_seen import EvaluationConfig, evaluate_run
 from lensfinder.metrics import purity_at_density
+from lensfinder.ranking.ensemble import fit_meta_learner
 
 KEY = ["RELEASE", "BRICKID", "OBJID"]
 

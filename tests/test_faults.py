@@ -1,20 +1,21 @@
 """Faults a 1,400-sweep run meets: empty sweeps, missing and damaged coadds, NaN pixels,
 saturated stars. Each becomes an accounted reject or flag; the run goes on; counts add up."""
 
-import shutil
 
 import fitsio
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import TINY_MOCK, make_workdir, run_snakemake, tiny_config
-from lensfinder.cutouts import extract_sweep
+
+from lensfinder.catalog.select import SelectionConfig, select_sweep
+from lensfinder.cutouts.extract import extract_sweep
+from lensfinder.cutouts.shards import FLAG_MISSING_PIXELS, FLAG_SATURATED, FP16_MAX, ShardSet
 from lensfinder.errors import LensfinderError
-from lensfinder.mock import MockConfig, write_mock_survey
-from lensfinder.select import SelectionConfig, select_sweep
-from lensfinder.shards import FLAG_MISSING_PIXELS, FLAG_SATURATED, FP16_MAX, ShardSet
-from lensfinder.survey import BrickGrid, SurveyTree
+from lensfinder.mock.layout import MockConfig
+from lensfinder.mock.write import write_mock_survey
+from lensfinder.survey.bricks import BrickGrid
+from lensfinder.survey.tree import SurveyTree
 
 SWEEP_A, SWEEP_B = "sweep-145p000-150p005", "sweep-150p000-155p005"
 SWEEP_EMPTY, SWEEP_NO_BRICKS = "sweep-155p000-160p005", "sweep-140p000-145p005"
@@ -38,7 +39,7 @@ def truncate(path, fraction=0.6):
 
 
 def pixel_of(path, ra, dec):
-    from lensfinder.survey import read_header_wcs
+    from lensfinder.survey.images import read_header_wcs
 
     wcs, _ = read_header_wcs(path)
     x, y = wcs.all_world2pix(ra, dec, 0)

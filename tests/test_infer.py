@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import make_trainset
+
+from lensfinder.cutouts.shards import ShardSet, ShardWriter
 from lensfinder.errors import LensfinderError
-from lensfinder.infer import d4, infer_sweep, infer_sweeps, score_trainset
-from lensfinder.shards import ShardSet, ShardWriter
-from lensfinder.train import load_checkpoint
+from lensfinder.nets.checkpoint import load_checkpoint
+from lensfinder.nets.scoring import d4
+from lensfinder.ranking.infer import infer_sweep, infer_sweeps, score_trainset
 
 KEY = ["RELEASE", "BRICKID", "OBJID"]
 
@@ -23,7 +24,7 @@ def model_and_shards(tmp_path_factory):
     d = tmp_path_factory.mktemp("infer")
     ts = make_trainset(d / "ts", n=64, size=32)
     cfg = {"epochs": 1, "batch_size": 16, "seed": 1, "num_threads": 1}
-    subprocess.run([sys.executable, "-m", "lensfinder.train", "--trainset", str(ts), "--model",
+    subprocess.run([sys.executable, "-m", "lensfinder.nets.train", "--trainset", str(ts), "--model",
                     json.dumps({"preset": "resnet_mini", "input": {"crop": None}}), "--train", json.dumps(cfg),
                     "--out", str(d / "model")], check=True, capture_output=True)
     images = np.load(ts / "cutouts.npy")
@@ -48,7 +49,7 @@ def test_inference_rows_equal_shard_rows_and_match_the_model(model_and_shards, t
     assert np.allclose(scores.prob, direct, atol=1e-5)
     assert np.allclose(1 / (1 + np.exp(-scores.logit)), scores.prob, atol=1e-6)
     # the contamination filter's previous-model scorer reads the same checkpoint
-    from lensfinder.scoring import load_scorer, score_array
+    from lensfinder.nets.scoring import load_scorer, score_array
 
     previous = score_array(load_scorer(d / "model/best.pt"), np.load(ts / "cutouts.npy"), batch_size=9)
     assert np.allclose(previous, direct, atol=1e-5)
@@ -98,7 +99,7 @@ def test_test_time_augmentation_averages_the_eight_symmetries(model_and_shards, 
 
 def test_logits_come_from_a_float32_head_under_bf16_autocast(model_and_shards):
     """bf16 keeps 8 bits of mantissa: a bf16 logit would turn the top of a ranking into ties."""
-    from lensfinder.infer import float32_head
+    from lensfinder.nets.scoring import float32_head
 
     d, ts = model_and_shards
     x = torch.from_numpy(np.load(ts / "cutouts.npy")).float()

@@ -10,17 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lensfinder.inject import (
-    PIXSCALE,
-    InjectionConfig,
-    LensParams,
-    add_arc,
-    counts_per_nanomaggy,
-    inject,
-    lensed_unit_image,
-    sky_sigma_per_pixel,
-)
-from lensfinder.shards import ShardSet, ShardWriter
+from lensfinder.constants import PIXSCALE
+from lensfinder.cutouts.shards import ShardSet, ShardWriter
+from lensfinder.injection.arcs import add_arc, counts_per_nanomaggy, inject, lensed_unit_image, sky_sigma_per_pixel
+from lensfinder.injection.config import InjectionConfig, LensParams
 
 SIZE = 101
 BANDS = "GRZ"
@@ -198,9 +191,9 @@ def test_orientation_east_left_north_up():
 def tiny_shards(tiny_mock, tmp_path_factory):
     """The tiny mock's objects and cutout shards (real select and cutouts), and a training
     set's labels naming a few objects."""
-    from lensfinder.cutouts import extract_sweep
-    from lensfinder.select import SelectionConfig, select_sweep
-    from lensfinder.survey import SurveyTree
+    from lensfinder.catalog.select import SelectionConfig, select_sweep
+    from lensfinder.cutouts.extract import extract_sweep
+    from lensfinder.survey.tree import SurveyTree
 
     root, _, files = tiny_mock
     out = tmp_path_factory.mktemp("inject_inputs")
@@ -224,7 +217,7 @@ SMALL_GRID = {"theta_e_bins": [1.0, 2.0, 3.0], "source_mag_bins": [20.0, 21.0, 2
 
 
 def test_injection_set_is_reproducible_by_seed_and_avoids_the_training_set(tiny_shards, tmp_path):
-    from lensfinder.inject import write_injection_set
+    from lensfinder.injection.sets import write_injection_set
 
     root, objects, manifests, labels, catalogs = tiny_shards
     truth = root / "truth/lenses.csv"
@@ -260,7 +253,7 @@ def test_injection_set_is_reproducible_by_seed_and_avoids_the_training_set(tiny_
     assert (idx["MAGNIFICATION"] > 1).all() and (idx["ARC_SNR"] > 0).all()
     # the injected cutout is the deflector's plus the arc
     row = idx.iloc[0]
-    from lensfinder.shards import ShardCollection
+    from lensfinder.cutouts.shards import ShardCollection
 
     cutouts = ShardCollection(manifests)
     original = cutouts.get((row.DEFLECTOR_RELEASE, row.DEFLECTOR_BRICKID, row.DEFLECTOR_OBJID)).astype(np.float64)
@@ -280,10 +273,10 @@ def test_deflectors_found_sweep_by_sweep_are_those_of_one_whole_table(tiny_shard
     the deflectors, order and cut counts of one pass over every object joined with every
     shard index (the search before); the shard sets are matched to sweeps by directory
     name, whatever their order, and each deflector's cutout is its own."""
-    from lensfinder.catalogs import CatalogSpec, union_catalogs
-    from lensfinder.deflectors import DEFLECTOR_COLUMNS, INDEX_EXTRA, find_deflectors, select_deflectors
-    from lensfinder.evaluate import read_truth
-    from lensfinder.inject import DeflectorCuts
+    from lensfinder.catalog.lenses import CatalogSpec, union_catalogs
+    from lensfinder.catalog.truth import read_truth
+    from lensfinder.injection.config import DeflectorCuts
+    from lensfinder.injection.deflectors import DEFLECTOR_COLUMNS, INDEX_EXTRA, find_deflectors, select_deflectors
 
     key = ["RELEASE", "BRICKID", "OBJID"]
     root, objects, manifests, labels, catalogs = tiny_shards
@@ -318,7 +311,7 @@ def test_deflectors_found_sweep_by_sweep_are_those_of_one_whole_table(tiny_shard
 def test_shard_sets_are_found_for_region_qualified_sweeps():
     """Several regions share sweep names: ids carry the region, and each sweep's shard set is
     the one under its own region, whatever the order of the list."""
-    from lensfinder.shards import manifests_by_sweep, sweep_ids
+    from lensfinder.cutouts.shards import manifests_by_sweep, sweep_ids
 
     stem = "sweep-150p030-160p035"
     objects = [f"res/objects/{r}/{s}.parquet" for r, s in (("north", stem), ("south", stem), ("south", "sweep-x"))]
@@ -333,8 +326,8 @@ def test_shard_sets_are_found_for_region_qualified_sweeps():
 def test_no_deflector_gives_an_empty_selection_function_and_says_so(tiny_shards, tmp_path, caplog):
     """A small area whose objects all fail the cuts: an empty injection set and a table of
     zero counts, with the cut counts and a warning, not a failed run."""
-    from lensfinder.inject import write_injection_set
-    from lensfinder.selection_function import selection_function
+    from lensfinder.evaluation.selection_function import selection_function
+    from lensfinder.injection.sets import write_injection_set
 
     root, objects, manifests, labels, catalogs = tiny_shards
     cfg = InjectionConfig(grid=SMALL_GRID, deflectors={"zmag_max": 10.0})
@@ -369,7 +362,7 @@ def _fake_scored_set(tmp_path, n_per_cell=40):
     fall with magnitude, a noise model, and a meta-learner fit on them."""
     import pickle
 
-    from lensfinder.ensemble import fit_meta_learner
+    from lensfinder.ranking.ensemble import fit_meta_learner
 
     rng = np.random.default_rng(0)
     rows = []
@@ -398,7 +391,7 @@ def _fake_scored_set(tmp_path, n_per_cell=40):
 
 
 def test_completeness_counts_add_up_and_follow_the_scores(tmp_path):
-    from lensfinder.selection_function import selection_function
+    from lensfinder.evaluation.selection_function import selection_function
 
     d = _fake_scored_set(tmp_path)
     cfg = InjectionConfig(grid={"theta_e_bins": [1.0, 2.0, 3.0], "source_mag_bins": [20.0, 22.0, 24.0],
@@ -425,7 +418,7 @@ def test_completeness_counts_add_up_and_follow_the_scores(tmp_path):
 
 
 def test_crosscheck_states_whether_the_intervals_overlap(tmp_path):
-    from lensfinder.selection_function import crosscheck
+    from lensfinder.evaluation.selection_function import crosscheck
 
     scored = pd.DataFrame({"THETA_E": [1.2] * 10 + [2.5] * 10, "SOURCE_MAG_G": [21.5] * 19 + [23.8],
                            "RECOVERED": [True] * 2 + [False] * 8 + [True] * 9 + [False]})
@@ -491,10 +484,10 @@ def test_injected_training_positives_join_the_training_split_only(tiny_shards, t
     """trainset.injections: injected positives marked SOURCE=injection, in the training split
     only, on deflectors that are none of the other rows and hold no validation object in
     their cutout; their images carry the arc; the selection function's set avoids them."""
-    from lensfinder.crossmatch import within_square
-    from lensfinder.inject import write_injection_set
-    from lensfinder.shards import ShardCollection
-    from lensfinder.trainset import TrainsetConfig, build_trainset
+    from lensfinder.catalog.crossmatch import within_square
+    from lensfinder.cutouts.shards import ShardCollection
+    from lensfinder.injection.sets import write_injection_set
+    from lensfinder.trainset.build import TrainsetConfig, build_trainset
 
     root, objects, manifests, _, catalogs = tiny_shards
     injection = {"seed": 3, "grid": SMALL_GRID}
@@ -503,7 +496,7 @@ def test_injected_training_positives_join_the_training_split_only(tiny_shards, t
     labels = pd.read_parquet(tmp_path / "ts/labels.parquet")
     inj = labels[labels["SOURCE"] == "injection"]
     assert len(inj) == 3 and summary["lenses_by_source"]["injection"] == 3
-    from lensfinder.evaluate import training_lenses
+    from lensfinder.evaluation.never_seen import training_lenses
 
     assert training_lenses(tmp_path / "ts/labels.parquet") == summary["lenses_by_source"]  # reported apart
     assert set(summary["lenses_by_source"]) == {"catalogue", "injection"}
@@ -536,8 +529,8 @@ def test_injected_training_positives_join_the_training_split_only(tiny_shards, t
 
 
 def test_shard_sets_of_different_cutout_sizes_are_an_error_naming_both():
+    from lensfinder.cutouts.shards import common_shape
     from lensfinder.errors import LensfinderError
-    from lensfinder.shards import common_shape
 
     assert common_shape([]) is None and common_shape([{"shape": [3, 101, 101]}] * 2) == (3, 101, 101)
     with pytest.raises(LensfinderError, match=r"different shapes \[\(3, 101, 101\), \(3, 151, 151\)\].*one size"):

@@ -9,15 +9,16 @@ import fitsio
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import make_workdir, run_snakemake, tiny_config
-from lensfinder.catalogs import CatalogSpec, read_catalog
-from lensfinder.crossmatch import within
-from lensfinder.portal.database import GradesDB
-from lensfinder.portal.feedback import InspectionConfig, feed_back
-from lensfinder.shards import ShardSet
-from lensfinder.trainset import TrainsetConfig, build_trainset, read_key_list
 from portal_support import make_run, write_recommendations
+
+from lensfinder.catalog.crossmatch import within
+from lensfinder.catalog.lenses import CatalogSpec, read_catalog
+from lensfinder.cutouts.shards import ShardSet
+from lensfinder.portal.database import GradesDB
+from lensfinder.portal.inspection import InspectionConfig, feed_back
+from lensfinder.trainset.build import TrainsetConfig, build_trainset
+from lensfinder.trainset.filters import read_key_list
 
 KEY = ["RELEASE", "BRICKID", "OBJID"]
 BATCH = "tiny/recommendations"

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from lensfinder.metrics import (auc_interval, expected_top, purity_at_density, rates_at, top_n_metrics,
-                                wilson_interval)
+from lensfinder.metrics import auc_interval, expected_top, purity_at_density, rates_at, top_n_metrics, wilson_interval
 
 
 def test_weighted_nonlens_crossing_n_counts_fractionally():

@@ -7,8 +7,11 @@ import fitsio
 import numpy as np
 import pytest
 
-from lensfinder.mock import MockConfig, planned_sweeps
-from lensfinder.survey import BrickGrid, SurveyTree, read_header_wcs, read_sweep, sweep_dtype
+from lensfinder.mock.layout import MockConfig, planned_sweeps
+from lensfinder.survey.bricks import BrickGrid
+from lensfinder.survey.images import read_header_wcs
+from lensfinder.survey.sweeps import read_sweep, sweep_dtype
+from lensfinder.survey.tree import SurveyTree
 
 
 def test_layout_and_two_sweeps_across_the_boundary(tiny_mock):
@@ -120,7 +123,8 @@ def test_truth_and_known_lens_catalogue(tiny_mock):
 
 
 def test_mock_is_deterministic(tiny_mock, tmp_path):
-    from lensfinder.mock import MockSky, _sweep_rows
+    from lensfinder.mock.sky import MockSky
+    from lensfinder.mock.write import _sweep_rows
 
     _, cfg, _ = tiny_mock
     a = _sweep_rows(MockSky(cfg), cfg)

@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from lensfinder.errors import LensfinderError
-from lensfinder.models import (BatchDropout, BatchDropPath, DeepLensResNet, DistBatchNorm2d, InputTransform, ModelSpec,
-                               count_parameters, for_data_parallel, global_batch_masks)
+from lensfinder.nets.deeplens import DeepLensResNet
+from lensfinder.nets.layers import (
+    BatchDropout,
+    BatchDropPath,
+    DistBatchNorm2d,
+    InputTransform,
+    for_data_parallel,
+    global_batch_masks,
+)
+from lensfinder.nets.registry import ModelSpec, count_parameters
 
 
 def test_l18_has_the_published_parameter_count_and_stage_sizes():
@@ -50,7 +58,7 @@ def test_input_transform_is_asinh_of_nanomaggies_and_crops():
 def test_unknown_preset_or_keys_are_clear_errors():
     with pytest.raises(LensfinderError, match="preset 'l19' is unknown"):
         ModelSpec.from_config({"preset": "l19"})
-    with pytest.raises(LensfinderError, match="keys \\['widht'\\] are unknown"):
+    with pytest.raises(LensfinderError, match="model config: unknown key\\(s\\) \\['widht'\\]"):
         ModelSpec.from_config({"preset": "l18", "widht": 3})
 
 
@@ -72,7 +80,7 @@ def test_efficientnetv2_s_trains_a_step_with_and_without_local_weights(tmp_path,
     donor = timm.create_model("tf_efficientnetv2_s", pretrained=False, num_classes=1000)
     weights = tmp_path / "efficientnetv2_s.pth"
     torch.save(donor.state_dict(), weights)
-    with caplog.at_level(logging.INFO, logger="lensfinder.models"):
+    with caplog.at_level(logging.INFO, logger="lensfinder.nets"):
         model = ModelSpec.from_config({"preset": "efficientnetv2_s", "params": {"pretrained": str(weights)}}).build()
     assert torch.equal(model.backbone.conv_stem.weight, donor.conv_stem.weight)
     assert model.backbone.classifier.out_features == 1
@@ -90,7 +98,7 @@ def test_missing_or_foreign_weights_are_named(tmp_path, monkeypatch, caplog):
         ModelSpec.from_config({"preset": "efficientnet_mini", "params": {"pretrained": str(foreign)}}).build()
     # no network: the hub is unreachable, training goes on from scratch and says so
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with caplog.at_level(logging.WARNING, logger="lensfinder.models"):
+    with caplog.at_level(logging.WARNING, logger="lensfinder.nets"):
         model = ModelSpec.from_config({"preset": "efficientnet_mini", "params": {"pretrained": "hub"}}).build()
     assert "training from scratch" in caplog.text and model(torch.zeros(1, 3, 64, 64)).shape == (1,)
 
@@ -166,7 +174,7 @@ def test_dropout_masks_of_two_ranks_are_the_slices_of_the_global_batch_mask():
 
 BF16_BN_SCRIPT = '''
 import sys, torch, torch.distributed as dist
-from lensfinder.models import DistBatchNorm2d
+from lensfinder.nets.layers import DistBatchNorm2d
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 x = 3.0 + 0.5 * torch.randn(2, 4, 150, 150, generator=torch.Generator().manual_seed(rank))

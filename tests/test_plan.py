@@ -11,7 +11,6 @@ import fitsio
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, default_config, make_workdir, run_snakemake
 
 pytestmark = pytest.mark.workflow

@@ -11,14 +11,13 @@ import signal
 import numpy as np
 import pytest
 import yaml
+from conftest import unavailable
+from portal_support import Server, chrome, close_chrome, make_run, write_recommendations
 
 from lensfinder.errors import LensfinderError
 from lensfinder.portal.consensus import consensus, consensus_grade
 from lensfinder.portal.database import GradesDB
 from lensfinder.portal.images import ImageSource
-from conftest import unavailable
-from portal_support import Server, chrome, close_chrome, make_run, write_recommendations
-
 
 
 @pytest.fixture(scope="module")

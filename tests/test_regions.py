@@ -10,24 +10,20 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import TINY_TRAIN, make_workdir, run_snakemake, tiny_config
-from lensfinder.cutouts import extract_sweep
+
+from lensfinder.catalog.select import SelectionConfig, select_sweep
+from lensfinder.constants import REGION_LABELS
+from lensfinder.cutouts.extract import extract_sweep
+from lensfinder.cutouts.shards import ShardSet
 from lensfinder.errors import LensfinderError
-from lensfinder.mock import MockConfig, write_mock_survey
-from lensfinder.select import SelectionConfig, select_sweep
-from lensfinder.shards import ShardSet
-from lensfinder.survey import (
-    REGION_LABELS,
-    SurveyTree,
-    SurveyTrees,
-    galactic_latitude,
-    photometric_region,
-    read_header_wcs,
-    split_sweep_id,
-    sweep_dtype,
-)
-from lensfinder.workflow import survey_regions, sweeps_to_process
+from lensfinder.mock.layout import MockConfig
+from lensfinder.mock.write import write_mock_survey
+from lensfinder.survey.images import read_header_wcs
+from lensfinder.survey.positions import galactic_latitude, photometric_region
+from lensfinder.survey.sweeps import split_sweep_id, sweep_dtype
+from lensfinder.survey.tree import SurveyTree, SurveyTrees, survey_regions
+from lensfinder.workflow import sweeps_to_process
 
 # Two bricks on either side of Dec 32.375 at RA 155 (b ~ +58): the south row is DECaLS's,
 # the north row BASS/MzLS's, and both trees hold both rows. One DR9 sweep (10 x 5 deg) per region.
@@ -128,7 +124,7 @@ def test_sweeps_to_process_carry_their_region():
 def test_mock_regions_are_checked():
     with pytest.raises(LensfinderError, match="DR10 has no north region.*mock.release: dr9"):
         MockConfig(regions=["north", "south"])
-    from lensfinder.mock import planned_files
+    from lensfinder.mock.layout import planned_files
 
     with pytest.raises(LensfinderError, match="mock.regions includes north, but no part of the mock area"):
         planned_files("/tmp/x", MockConfig(release="dr9", regions=["north", "south"]))  # Dec 2: all south

@@ -7,9 +7,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from lensfinder.catalog.select import SelectionConfig, select_sweep, zexp_bin_labels
 from lensfinder.errors import LensfinderError
-from lensfinder.select import SelectionConfig, select_sweep, zexp_bin_labels
-from lensfinder.survey import photometric_region, read_sweep, sweep_dtype
+from lensfinder.survey.positions import photometric_region
+from lensfinder.survey.sweeps import read_sweep, sweep_dtype
 
 
 def _independent_selection(path, zmag_max=20.0, deredden=False):

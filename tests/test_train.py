@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import make_trainset
-from lensfinder.models import ModelSpec
-from lensfinder.train import (DEFAULT_THREADS, PREEMPTED_EXIT, initial_model, load_checkpoint, roc_auc,
-                              threads_per_rank)
+
+from lensfinder.nets.checkpoint import load_checkpoint
+from lensfinder.nets.launch import PREEMPTED_EXIT
+from lensfinder.nets.registry import ModelSpec
+from lensfinder.nets.runtime import DEFAULT_THREADS, threads_per_rank
+from lensfinder.nets.train import initial_model, roc_auc
 
 MODEL = json.dumps({"preset": "resnet_mini", "input": {"crop": None}})
 # On 64-px cutouts (the preset's crop), dropout 0.1 before the head and drop-path 0.1 in the blocks.
@@ -26,9 +28,9 @@ def train_cmd(trainset, out, nproc=1, model=MODEL, **train):
     cfg = {"epochs": 2, "batch_size": 16, "lr": 0.003, "seed": 3, "num_threads": 1, **train}
     args = ["--trainset", str(trainset), "--model", model, "--train", json.dumps(cfg), "--out", str(out)]
     if nproc == 1:
-        return [sys.executable, "-m", "lensfinder.train", *args]
+        return [sys.executable, "-m", "lensfinder.nets.train", *args]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "lensfinder.train", *args]
+            "-m", "lensfinder.nets.train", *args]
 
 
 def launch_cmd(trainset, out, model, threads=1, **train):
@@ -37,7 +39,7 @@ def launch_cmd(trainset, out, model, threads=1, **train):
     batches: enough steps for the batch-norm running statistics (used at validation) to
     follow the weights; with 4 steps an epoch EfficientNet's validation AUC swings 0.2-1."""
     cfg = {"epochs": 5, "batch_size": 8, "lr": 0.0005, "seed": 5, **train}
-    return [sys.executable, "-m", "lensfinder.launch", "--nproc", "1", "--trainset", str(trainset),
+    return [sys.executable, "-m", "lensfinder.nets.launch", "--nproc", "1", "--trainset", str(trainset),
             "--model", model, "--train", json.dumps(cfg), "--out", str(out), "--threads", str(threads)]
 
 
@@ -103,7 +105,7 @@ def test_two_nodes_of_one_process_each_train_like_one_process(trainset, tmp_path
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = {"epochs": 2, "batch_size": 16, "lr": 0.05, "seed": 3, "num_threads": 1, "optimizer": "sgd"}
-    node = [sys.executable, "-m", "lensfinder.launch", "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint",
+    node = [sys.executable, "-m", "lensfinder.nets.launch", "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint",
             f"127.0.0.1:{port}", "--rdzv-id", "two-nodes", "--trainset", str(trainset), "--model", MODEL,
             "--train", json.dumps(cfg), "--out", str(tmp_path / "two")]
     nodes = [subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
@@ -228,7 +230,7 @@ def test_preemption_under_torchrun_reaches_every_rank_and_resumes_to_the_same_we
     cfg = dict(epochs=6, optimizer="sgd", lr=0.05)
 
     def launcher(out):
-        return [sys.executable, "-m", "lensfinder.launch", "--nproc", "2", "--trainset", str(trainset), "--model", MODEL,
+        return [sys.executable, "-m", "lensfinder.nets.launch", "--nproc", "2", "--trainset", str(trainset), "--model", MODEL,
                 "--train", json.dumps({"batch_size": 16, "seed": 3, "num_threads": 1, **cfg}), "--out", str(out)]
 
     run(launcher(tmp_path / "straight"))

@@ -6,14 +6,14 @@ import pandas as pd
 import pytest
 import torch
 
-from lensfinder.catalogs import CatalogSpec, union_catalogs
-from lensfinder.crossmatch import separation_arcsec, within, within_square
-from lensfinder.cutouts import extract_sweep
+from lensfinder.catalog.crossmatch import separation_arcsec, within, within_square
+from lensfinder.catalog.lenses import CatalogSpec, union_catalogs
+from lensfinder.catalog.select import SelectionConfig, select_sweep
+from lensfinder.cutouts.extract import extract_sweep
+from lensfinder.cutouts.shards import ShardSet
 from lensfinder.errors import LensfinderError
-from lensfinder.select import SelectionConfig, select_sweep
-from lensfinder.shards import ShardSet
-from lensfinder.survey import SurveyTree
-from lensfinder.trainset import TrainsetConfig, build_trainset
+from lensfinder.survey.tree import SurveyTree
+from lensfinder.trainset.build import TrainsetConfig, build_trainset
 
 KEY = ["RELEASE", "BRICKID", "OBJID"]
 
@@ -274,7 +274,7 @@ def test_a_known_system_in_a_cutout_corner_removes_that_nonlens(tiny_inputs, tmp
 
 
 def test_near_known_square_and_circle_across_ra_0():
-    from lensfinder.trainset import near_known
+    from lensfinder.trainset.filters import near_known
 
     corner = _sky_at(359.9999, -5.0, -12.0, -12.0)  # East of RA 0: in the corner of a cutout at 359.9999
     outside = _sky_at(*corner, 13.4, 12.0)  # West of RA 0: the corner is 13.4" East of it, outside its square
@@ -296,7 +296,7 @@ def _pair_catalogue(tiny_inputs, tmp_path, max_sep=13.1):
     known = pd.read_csv(catalogs[0]["path"])
     free = objs[~within(objs.RA.to_numpy(), objs.DEC.to_numpy(), known.ra.to_numpy(), known.dec.to_numpy(), 20.0)]
     free = free.reset_index(drop=True)
-    from lensfinder.crossmatch import pairs_within
+    from lensfinder.catalog.crossmatch import pairs_within
 
     i, j = pairs_within(free.RA, free.DEC, free.RA, free.DEC, max_sep)
     i, j = i[i < j], j[i < j]
@@ -311,7 +311,7 @@ def _pair_catalogue(tiny_inputs, tmp_path, max_sep=13.1):
 
 
 def test_positives_of_one_system_share_a_split(tiny_inputs, tmp_path):
-    from lensfinder.crossmatch import friends_of_friends_square
+    from lensfinder.catalog.crossmatch import friends_of_friends_square
 
     catalogs, pair, sep = _pair_catalogue(tiny_inputs, tmp_path)
     assert sep < 13.1
@@ -332,8 +332,8 @@ def test_positives_of_one_system_share_a_split(tiny_inputs, tmp_path):
 
 
 def test_grouped_split_keeps_close_positives_together_over_many_seeds():
-    from lensfinder.crossmatch import friends_of_friends_square
-    from lensfinder.trainset import grouped_split
+    from lensfinder.catalog.crossmatch import friends_of_friends_square
+    from lensfinder.trainset.split import grouped_split
 
     # 3 strata of 10 lenses and 100 nonlenses; lenses 0 and 1 are 5" apart (one system),
     # lens 10 (stratum 1) is 5" from lens 20 (stratum 2); everything else far apart
@@ -362,7 +362,7 @@ def test_grouped_split_keeps_close_positives_together_over_many_seeds():
 
 
 def test_grouped_split_when_a_group_is_a_whole_cell():
-    from lensfinder.trainset import grouped_split
+    from lensfinder.trainset.split import grouped_split
 
     # one cell of 2 rows, both in one group: its target (round(0.6) = 1) cannot be met;
     # the other cells still meet theirs exactly
@@ -376,7 +376,7 @@ def test_grouped_split_when_a_group_is_a_whole_cell():
 def test_a_key_in_two_sweeps_is_an_error_naming_both_files(tmp_path):
     """The object pool holds every selected object once; a sweep's objects read twice (here
     the same rows under two names) name the key, both files and rows."""
-    from lensfinder.object_pool import POOL_COLUMNS, ObjectPool
+    from lensfinder.trainset.pool import POOL_COLUMNS, ObjectPool
 
     frame = pd.DataFrame({"RELEASE": 10000, "BRICKID": [5, 5, 6], "OBJID": [1, 2, 1], "RA": [150.0, 150.1, 150.2],
                           "DEC": 2.0, "TYPE": "DEV", "REGION": "DECaLS", "ZEXP_BIN": "3"})[POOL_COLUMNS]

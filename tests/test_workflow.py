@@ -4,9 +4,9 @@ import re
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import make_workdir, run_snakemake, tiny_config
-from lensfinder.select import SelectionConfig, select_sweep
+
+from lensfinder.catalog.select import SelectionConfig, select_sweep
 
 pytestmark = pytest.mark.workflow
 SWEEPS = ["sweep-145p000-150p005", "sweep-150p000-155p005"]
@@ -113,7 +113,7 @@ def test_too_few_validation_lenses_for_the_meta_learner_stop_the_trainset_rule(t
 def test_run_writes_cutout_shards_for_every_sweep_and_counts_add_up(tiny_run):
     import json
 
-    from lensfinder.shards import ShardSet
+    from lensfinder.cutouts.shards import ShardSet
 
     work, dry, _ = tiny_run
     assert "cutouts" in dry.stdout
@@ -151,7 +151,7 @@ def test_run_builds_the_training_set(tiny_run):
 def test_run_trains_every_configured_model(tiny_run):
     import pandas as pd
 
-    from lensfinder.train import load_checkpoint
+    from lensfinder.nets.checkpoint import load_checkpoint
 
     work, dry, _ = tiny_run
     for model in ("resnet", "shielded"):
@@ -170,7 +170,7 @@ def test_run_scores_every_sweep_and_ranks_recommendations(tiny_run):
 
     import pandas as pd
 
-    from lensfinder.shards import ShardSet
+    from lensfinder.cutouts.shards import ShardSet
 
     work, dry, _ = tiny_run
     res = work / "results/mock"
@@ -198,8 +198,9 @@ def test_per_sweep_shortlists_leave_the_recommendations_unchanged(tiny_run, tmp_
 
     import pandas as pd
 
-    from lensfinder.rank import RankConfig, rank
-    from lensfinder.shortlist import shortlist_batch
+    from lensfinder.ranking.rank import rank
+    from lensfinder.ranking.scores import RankConfig
+    from lensfinder.ranking.shortlist import shortlist_batch
 
     work, _, _ = tiny_run
     res = work / "results/mock"

@@ -1,10 +1,7 @@
-"""Errors and atomic file writing shared by every stage."""
+"""The error every stage raises for a problem the user must fix.
+"""
 
 from __future__ import annotations
-
-import contextlib
-import os
-from pathlib import Path
 
 
 class LensfinderError(Exception):
@@ -13,41 +10,3 @@ class LensfinderError(Exception):
     The message always names the file, row or key at fault and says what to do; the
     workflow prints it as it is, without a traceback.
     """
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
-
-    The temporary name keeps the file's suffixes (``.fits.gz`` makes CFITSIO gzip), and
-    partial outputs never look complete: a crash leaves at most a hidden
-    ``.tmp-<pid>-<name>``, removed here when possible, never a truncated ``<name>``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def remove_stale_temporaries(outputs) -> list[Path]:
-    """Remove the ``.tmp-<pid>-<name>`` files that a killed job left beside its outputs.
-
-    Only temporaries of these outputs' own names are removed: a job owns its outputs, so any
-    temporary of them is a leftover (other jobs may be writing other files in the same
-    directory, on other nodes). Returns the removed paths.
-    """
-    removed = []
-    for out in outputs:
-        out = Path(out)
-        if not out.parent.is_dir():
-            continue
-        for tmp in out.parent.glob(f".tmp-*-{out.name}"):
-            if tmp.is_file():
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp)
-    return removed

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import LensfinderError
+from lensfinder.errors import LensfinderError
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,17 @@ COSTS = {
     "trainset_memory": Cost(105.0, "bytes per selected object", "benchmarks/scale.py: the training set's draw "
                             "from 43.5M objects, 4.85 GB, above the imports [meas]"),
 }
+
+
 PAPER_IV_SELECTED, DR10_SWEEPS = 43.5e6, 1436  # paper IV's selected objects; DR10 south sweep files
+
+
 PAPER_IV_TRAIN_IMAGES = 95_000.0
+
+
 PYTHON_BYTES = 0.26e9  # a Python process with numpy, pandas and pyarrow imported (benchmarks/scale.py)
+
+
 SCORE_BYTES = 3 * 8 + 2 * 8 + 4 + 8  # key, RA/Dec, float32 logit, float64 probability (uncompressed)
 
 
@@ -109,7 +117,8 @@ def _sweep_sizes(config: dict) -> tuple[int, int, int]:
     """(sweeps, rows, bytes) of the configured survey's sweep files."""
     import fitsio
 
-    from .workflow import survey_trees, sweeps_to_process
+    from lensfinder.survey.tree import survey_trees
+    from lensfinder.workflow import sweeps_to_process
 
     trees = survey_trees(config)
     rows = size = 0

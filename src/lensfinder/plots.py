@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import atomic_path
+from lensfinder.files import atomic_path
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,9 +17,26 @@ def _plt():
     return plt
 
 
+def save_figure(fig, path, dpi: int = 100, tight: bool = True) -> None:
+    """Write ``fig`` to ``path`` atomically (laid out tight first) and close it."""
+    if tight:
+        fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    pyplot().close(fig)
+
+
+def save_note(path, text: str) -> None:
+    """A small figure that says why there is nothing to show (an empty mosaic, say)."""
+    fig, ax = pyplot().subplots(figsize=(4, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    save_figure(fig, path, tight=False)
+
+
 def plot_training_curves(history, path, title=""):
     """Loss (train, validation) and validation AUC per epoch; the best-AUC epoch marked."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax1.plot(history["epoch"], history["train_loss"], label="train")
     ax1.plot(history["epoch"], history["val_loss"], label="validation")
@@ -44,7 +62,7 @@ def plot_roc_pr(labels, scores, path, label="", curves=None):
     """ROC and precision-recall curves; ``curves`` adds more (name -> scores) to compare."""
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
-    plt = _plt()
+    plt = pyplot()
     curves = dict(curves or {})
     curves.setdefault(label or "model", scores)
     labels = np.asarray(labels)

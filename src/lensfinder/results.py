@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import LensfinderError
+from lensfinder.errors import LensfinderError
 
 
 def _ci(value, ci, fmt="{:.3f}"):

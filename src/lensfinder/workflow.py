@@ -12,42 +12,15 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import LensfinderError, remove_stale_temporaries
-from .survey import SurveyTree, SurveyTrees, parse_sweep_name, split_sweep_id
-
-
-def survey_regions(config) -> list[str]:
-    """The regions a run reads: ``survey.regions`` (a list), or ``survey.region`` (one).
-
-    Both may be given only if they agree (``region: south`` with ``regions: [south]``);
-    ``region: null`` counts as not given (for a config file layered on the default).
-    """
-    s = config["survey"]
-    region, regions = s.get("region"), s.get("regions")
-    if region is None and not regions:
-        raise LensfinderError("the config names no survey region: set survey.regions (e.g. [north, south]) "
-                              "or survey.region (south or north)")
-    if region is not None and regions and list(regions) != [region]:
-        raise LensfinderError(
-            f"survey.region ({region}) and survey.regions ({list(regions)}) disagree: give only survey.regions "
-            "for several regions (set survey.region: null where another config file sets it)"
-        )
-    return list(regions) if regions else [region]
-
-
-def survey_trees(config) -> SurveyTrees:
-    s = config["survey"]
-    return SurveyTrees(s["root"], s["release"], survey_regions(config), s.get("sweep_version"))
-
-
-def survey_tree(config, region: str | None = None) -> SurveyTree:
-    """The tree of ``region``; without one, of the run's only region."""
-    return survey_trees(config).tree(region)
+from lensfinder.errors import LensfinderError
+from lensfinder.files import remove_stale_temporaries
+from lensfinder.survey.sweeps import parse_sweep_name, split_sweep_id
+from lensfinder.survey.tree import SurveyTrees, survey_regions, survey_trees
 
 
 def mock_config(config):
     """The mock's settings; the survey section must ask for a release and regions it writes."""
-    from .mock import MockConfig
+    from lensfinder.mock.layout import MockConfig
 
     cfg = MockConfig.from_dict(config.get("mock"))
     if config["survey"]["source"] == "mock":
@@ -62,7 +35,7 @@ def mock_config(config):
 
 
 def mock_files(config) -> dict:
-    from .mock import planned_files
+    from lensfinder.mock.layout import planned_files
 
     return planned_files(config["survey"]["root"], mock_config(config))
 
@@ -98,7 +71,7 @@ def sweeps_to_process(config) -> list[str]:
     spec = config["survey"].get("sweeps", "all")
     trees = survey_trees(config)
     if config["survey"]["source"] == "mock":
-        from .mock import planned_sweeps
+        from lensfinder.mock.layout import planned_sweeps
 
         stems = planned_sweeps(mock_config(config))
         ids = [trees.sweep_id(region, n) for region in trees.regions for n in stems]

@@ -1,4 +1,4 @@
-# One table from sweep rows to recommendations, per sweep and in total; it must add up.
+# Accounting (lensfinder.evaluation.accounting): one table from sweep rows to recommendations, per sweep and in total; it must add up.
 
 
 rule accounting:

@@ -5,7 +5,7 @@ import os
 from snakemake.utils import validate
 
 from lensfinder import workflow as lfw
-from lensfinder.catalogs import catalog_input_files, catalog_versions
+from lensfinder.catalog.lenses import catalog_input_files, catalog_versions
 
 validate(config, schema="../../config/schema/config.schema.yaml")
 

@@ -1,4 +1,4 @@
-# Cutout shards: one job per sweep, objects grouped by brick, bricks shared among the job's threads.
+# Cutout shards (lensfinder.cutouts): one job per sweep, objects grouped by brick, bricks shared among the job's threads.
 
 
 rule cutouts:

@@ -1,4 +1,4 @@
-# Self-supervised search (paper S22): MoCo v2 pretraining, representations of every object,
+# Self-supervised search (lensfinder.embed, paper S22): MoCo v2 pretraining, representations of every object,
 # a Faiss similarity index, candidates from the catalogued lenses, and a linear probe.
 # The pretraining reads every sweep's cutouts as ancient() inputs, like the training set:
 # an updated sweep re-embeds its own objects, it does not retrain the encoder.

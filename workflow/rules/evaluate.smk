@@ -1,4 +1,4 @@
-# Quality on never-seen objects against a truth list, at the sky's lens density.
+# Evaluation (lensfinder.evaluation.never_seen): quality on never-seen objects against a truth list, at the sky's lens density.
 
 
 rule evaluate:

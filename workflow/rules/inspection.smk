@@ -1,4 +1,4 @@
-# Visual inspection fed back: grades from the portal (lensfinder-inspect serve) -> graded
+# Visual inspection fed back (lensfinder.portal.inspection): grades from the portal (lensfinder-inspect serve) -> graded
 # table, new lenses, hard negatives and rejections for the next run. Not part of `rule all`
 # (it needs a grades database that exists only after people grade); run it on request:
 #   snakemake inspection --config inspection='{db: grades.sqlite}'

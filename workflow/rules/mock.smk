@@ -1,4 +1,4 @@
-# The embedded default: a miniature DR10-south tree written where survey.root points.
+# The embedded default (lensfinder.mock): a miniature DR10-south tree written where survey.root points.
 if config["survey"]["source"] == "mock":
     MOCK_FILES = lfw.mock_files(config)
 

@@ -1,4 +1,4 @@
-# Object selection: one job per sweep file.
+# Object selection (lensfinder.catalog.select): one job per sweep file, and the counts of every cut.
 
 
 rule select:

@@ -1,5 +1,6 @@
-# Training: one job per model, data-parallel over the GPUs of one node (torchrun), or of
-# several (an `mpi` resource in the profile: one launcher per node); one process on a CPU.
+# Training (lensfinder.nets): one job per model, data-parallel over the GPUs of one node
+# (torchrun), or of several (an `mpi` resource in the profile: one launcher per node); one
+# process on a CPU.
 # A SLURM profile maps the resources below to A100 nodes.
 
 
@@ -30,5 +31,5 @@ rule train:
     conda:
         "../../envs/lensfinder.yaml"
     shell:
-        "{params.per_node}python -m lensfinder.launch --nproc auto --trainset {params.trainset} --model {params.model:q}"
+        "{params.per_node}python -m lensfinder.nets.launch --nproc auto --trainset {params.trainset} --model {params.model:q}"
         " --train {params.train:q} --out {params.out} --threads {threads} > {log} 2>&1"

@@ -1,7 +1,7 @@
-# The labelled training set: gathers every sweep's objects and cutouts. They are ancient():
-# an updated sweep re-runs its own select/cutouts/infer and the ranking, but does not redraw
-# the training sample and retrain (force that with -R trainset); a changed lens catalogue
-# does rebuild the training set and everything after it.
+# The labelled training set (lensfinder.trainset): gathers every sweep's objects and cutouts.
+# They are ancient(): an updated sweep re-runs its own select/cutouts/infer and the ranking,
+# but does not redraw the training sample and retrain (force that with -R trainset); a
+# changed lens catalogue does rebuild the training set and everything after it.
 
 
 rule trainset:

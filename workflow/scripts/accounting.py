@@ -1,4 +1,4 @@
-from lensfinder.accounting import build_accounting
+from lensfinder.evaluation.accounting import build_accounting
 from lensfinder.workflow import run_step
 
 p = snakemake.params

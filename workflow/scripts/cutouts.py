@@ -1,7 +1,8 @@
 from pathlib import Path
 
-from lensfinder.cutouts import extract_sweep
-from lensfinder.workflow import run_step, survey_tree
+from lensfinder.cutouts.extract import extract_sweep
+from lensfinder.survey.tree import survey_tree
+from lensfinder.workflow import run_step
 
 c = snakemake.params.cutouts
 run_step(

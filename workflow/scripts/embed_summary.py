@@ -2,7 +2,7 @@ from pathlib import Path
 
 from lensfinder.embed.similar import SimilarConfig
 from lensfinder.embed.summary import summarise
-from lensfinder.evaluate import EvaluationConfig
+from lensfinder.evaluation.never_seen import EvaluationConfig
 from lensfinder.workflow import run_step
 
 i = snakemake.input

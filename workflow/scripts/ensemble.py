@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from lensfinder.ensemble import build_ensemble
+from lensfinder.ranking.ensemble import build_ensemble
 from lensfinder.workflow import run_step
 
 e = snakemake.params.ensemble

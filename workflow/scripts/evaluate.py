@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from lensfinder.evaluate import EvaluationConfig, evaluate_run
+from lensfinder.evaluation.never_seen import EvaluationConfig, evaluate_run
 from lensfinder.workflow import run_step
 
 i = snakemake.input

@@ -1,4 +1,4 @@
-from lensfinder.infer import infer_sweeps
+from lensfinder.ranking.infer import infer_sweeps
 from lensfinder.workflow import run_step
 
 p = snakemake.params.infer

@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from lensfinder.inject import InjectionConfig, write_injection_set
+from lensfinder.injection.config import InjectionConfig
+from lensfinder.injection.sets import write_injection_set
 from lensfinder.workflow import run_step
 
 i, p = snakemake.input, snakemake.params

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from lensfinder.portal.feedback import InspectionConfig, feed_back
+from lensfinder.portal.inspection import InspectionConfig, feed_back
 from lensfinder.workflow import run_step
 
 run_step(

@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from lensfinder.mock import MockConfig, write_mock_survey
+from lensfinder.mock.layout import MockConfig
+from lensfinder.mock.write import write_mock_survey
 from lensfinder.workflow import run_step
 
 root = Path(snakemake.output.manifest[0]).parent  # <root>/mock.json

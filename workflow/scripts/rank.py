@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from lensfinder.rank import RankConfig, rank
+from lensfinder.ranking.rank import rank
+from lensfinder.ranking.scores import RankConfig
 from lensfinder.workflow import run_step
 
 i = snakemake.input

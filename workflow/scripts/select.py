@@ -1,4 +1,4 @@
-from lensfinder.select import SelectionConfig, select_sweep
+from lensfinder.catalog.select import SelectionConfig, select_sweep
 from lensfinder.workflow import run_step
 
 run_step(

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from lensfinder.inject import InjectionConfig
-from lensfinder.selection_function import selection_function
+from lensfinder.evaluation.selection_function import selection_function
+from lensfinder.injection.config import InjectionConfig
 from lensfinder.workflow import run_step
 
 i, p = snakemake.input, snakemake.params

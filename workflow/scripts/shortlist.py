@@ -1,5 +1,5 @@
-from lensfinder.rank import RankConfig
-from lensfinder.shortlist import shortlist_batch
+from lensfinder.ranking.scores import RankConfig
+from lensfinder.ranking.shortlist import shortlist_batch
 from lensfinder.workflow import run_step
 
 i = snakemake.input

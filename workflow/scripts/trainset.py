@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from lensfinder.ensemble import check_validation_split
-from lensfinder.trainset import TrainsetConfig, build_trainset
+from lensfinder.ranking.ensemble import check_validation_split
+from lensfinder.trainset.build import TrainsetConfig, build_trainset
 from lensfinder.workflow import run_step
 
 

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from lensfinder.infer import score_trainset
+from lensfinder.ranking.infer import score_trainset
 from lensfinder.workflow import run_step
 
 p = snakemake.params.infer

@@ -34,20 +34,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import LensfinderError
+from lensfinder.constants import BANDS, EXTINCTION_R
+from lensfinder.errors import LensfinderError
+from lensfinder.settings import Settings
 
 S22_ORDER = ("reddening", "flip_rotate", "size_scale", "psf_blur", "jitter_crop", "noise")
-EXTINCTION_R = [3.214, 2.165, 1.211]  # A_b / E(B-V), bands g, r, z (Legacy Surveys DR9/DR10)
+
+
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Settings):
     """S22's augmentation settings; checkpoints carry them (``asdict``)."""
 
+    section: ClassVar[str] = "embed.pretrain.augment"
     steps: list = field(default_factory=lambda: list(S22_ORDER))  # any of them, in S22's order
     crop: int = 96  # output size [pixels]
     jitter: int = 7  # the centre moves by up to this many pixels along each axis
@@ -60,16 +65,11 @@ class AugmentConfig:
     noise_shape: list = field(default_factory=lambda: [0.2264926, 0.2431146, 0.1334844])
     noise_loc: list = field(default_factory=lambda: [-0.0006735, -0.0023663, -0.0143416])  # nanomaggies
     noise_scale: list = field(default_factory=lambda: [0.0037602, 0.0067417, 0.0260779])
-    extinction_r: list = field(default_factory=lambda: list(EXTINCTION_R))
+    extinction_r: list = field(default_factory=lambda: [EXTINCTION_R[b.upper()] for b in BANDS])
 
     @classmethod
     def from_dict(cls, d):
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise LensfinderError(f"augmentation settings {sorted(unknown)} are unknown; "
-                                  f"known: {sorted(cls.__dataclass_fields__)}")
-        cfg = cls(**d)
+        cfg = cls(**cls.check_keys(d))
         unknown_steps = [s for s in cfg.steps if s not in S22_ORDER]
         if unknown_steps:
             raise LensfinderError(f"augmentation steps {unknown_steps} are unknown; choose from {list(S22_ORDER)}")

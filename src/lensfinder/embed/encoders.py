@@ -1,6 +1,6 @@
 """Encoders: a (B, 3, H, W) nanomaggy cutout batch (bands g, r, z) -> (B, D) representations.
 
-Every encoder is ``lensfinder.models.InputTransform`` (centre crop, then asinh(x / scale_b) / 3)
+Every encoder is ``lensfinder.nets.layers.InputTransform`` (centre crop, then asinh(x / scale_b) / 3)
 followed by a backbone whose pooled features are the representation, as in S22 (the
 2048-d output of a ResNet-50's global pooling). The crop is the pretraining crop: during
 pretraining the augmentations already cut views of that size (so the crop does nothing),
@@ -13,7 +13,7 @@ Architectures:
   otherwise ``block`` (basic | bottleneck), ``layers``, ``channels`` and ``stem_width`` give
   any member of the family: the CPU preset is a quarter-width ResNet-10 (basic blocks
   [1, 1, 1, 1], channels 16-128: 128-d, 0.3M parameters);
-* ``deeplens``: the L18 DeepLens ResNet of ``lensfinder.models`` without its head (its
+* ``deeplens``: the L18 DeepLens ResNet of ``lensfinder.nets`` without its head (its
   representation is the last stage's channels; full resolution until the second stage,
   so several times the cost of ``resnet`` per image).
 
@@ -28,8 +28,10 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from ..errors import LensfinderError
-from ..models import DeepLensResNet, DistBatchNorm2d, InputTransform
+from lensfinder.errors import LensfinderError
+from lensfinder.nets.deeplens import DeepLensResNet
+from lensfinder.nets.layers import DistBatchNorm2d, InputTransform
+from lensfinder.settings import check_keys
 
 
 class Encoder(nn.Module):
@@ -90,9 +92,7 @@ class EncoderSpec:
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
             raise LensfinderError(f"encoder architecture {self.arch!r} is unknown; choose one of {sorted(ARCHITECTURES)}")
-        unknown = set(self.input) - {"scale", "crop"}
-        if unknown:
-            raise LensfinderError(f"encoder input settings {sorted(unknown)} are unknown (use scale, crop)")
+        check_keys(self.input, ("scale", "crop"), "the encoder's input settings")
 
     def build(self) -> Encoder:
         backbone, dim = ARCHITECTURES[self.arch](**dict(self.params))
@@ -102,5 +102,3 @@ class EncoderSpec:
         return asdict(self)
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)

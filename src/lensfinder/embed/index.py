@@ -25,14 +25,17 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from ..errors import LensfinderError, atomic_path
-from ..shards import KEY
+from lensfinder.constants import KEY
+from lensfinder.errors import LensfinderError
+from lensfinder.files import atomic_path
+from lensfinder.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,9 @@ def read_representations(npy_path, index_path):
 
 
 @dataclass
-class IndexConfig:
+class IndexConfig(Settings):
+    section: ClassVar[str] = "embed.index"
+
     kind: str = "exact"  # exact | compressed
     factory: str = "PCA256,IVF4096,PQ32"  # compressed: a faiss.index_factory string
     train_size: int = 200_000  # compressed: vectors drawn to train it
@@ -62,11 +67,7 @@ class IndexConfig:
 
     @classmethod
     def from_dict(cls, d):
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise LensfinderError(f"index settings {sorted(unknown)} are unknown; known: {sorted(cls.__dataclass_fields__)}")
-        cfg = cls(**d)
+        cfg = cls(**cls.check_keys(d))
         if cfg.kind not in ("exact", "compressed"):
             raise LensfinderError(f"embed.index.kind {cfg.kind!r} must be exact or compressed")
         return cfg

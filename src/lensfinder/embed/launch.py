@@ -3,7 +3,7 @@ or under torchrun with one rank per visible GPU, as ``lensfinder-train`` launche
 
 from __future__ import annotations
 
-from ..launch import main as _launch
+from lensfinder.nets.launch import main as _launch
 
 
 def main(argv=None):

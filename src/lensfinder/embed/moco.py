@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import LensfinderError
+from lensfinder.errors import LensfinderError
+from lensfinder.settings import Settings
 
 
 @dataclass
-class MoCoConfig:
+class MoCoConfig(Settings):
+    section: ClassVar[str] = "embed.pretrain.moco"
+
     dim: int = 128  # projection output
     hidden: int | None = None  # projection hidden units (None: the representation's size)
     queue: int = 65536  # negatives kept (S22: 262,144 for 3.5M images)
@@ -38,13 +42,6 @@ class MoCoConfig:
     temperature: float = 0.2
     bn_splits: int = 2  # shuffle-BN groups per rank (1: no shuffle)
 
-    @classmethod
-    def from_dict(cls, d):
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise LensfinderError(f"MoCo settings {sorted(unknown)} are unknown; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
 
     def to_dict(self):
         return asdict(self)

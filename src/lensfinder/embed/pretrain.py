@@ -1,7 +1,7 @@
 """Self-supervised pretraining of an encoder with MoCo v2 on the cutout shards (paper S22).
 
 Launched by ``python -m lensfinder.embed.launch`` (rule ``pretrain``): one process on a CPU
-or one GPU, ``torchrun`` with one rank per GPU otherwise (``lensfinder.launch``).
+or one GPU, ``torchrun`` with one rank per GPU otherwise (``lensfinder.nets.launch``).
 
 * **Sample**: S22 trained on 3.5M of 42M images drawn *uniformly in z magnitude*, so that the
   numerous faint galaxies do not dominate. Here ``sample_size`` objects are drawn from the
@@ -27,32 +27,40 @@ or one GPU, ``torchrun`` with one rank per GPU otherwise (``lensfinder.launch``)
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import math
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 
-from ..errors import LensfinderError, atomic_path
-from ..shards import KEY, ShardCollection, read_keyed
-from ..train import PREEMPTED_EXIT, Preemption, make_deterministic, seed_everything, stream_seed, threads_per_rank
-from .augment import AugmentConfig, S22Augment
-from .encoders import EncoderSpec, count_parameters
-from .moco import MoCo, MoCoConfig, top1_accuracy
+from lensfinder.constants import KEY
+from lensfinder.cutouts.shards import ShardCollection
+from lensfinder.embed.augment import AugmentConfig, S22Augment
+from lensfinder.embed.encoders import EncoderSpec
+from lensfinder.embed.moco import MoCo, MoCoConfig, top1_accuracy
+from lensfinder.errors import LensfinderError
+from lensfinder.files import atomic_path
+from lensfinder.nets.checkpoint import restore
+from lensfinder.nets.registry import count_parameters
+from lensfinder.nets.runtime import RankedJob, job_parser, run_job, stream_seed
+from lensfinder.plots import pyplot, save_figure
+from lensfinder.settings import Settings, check_keys
+from lensfinder.tables import read_keyed
 
 log = logging.getLogger("lensfinder.embed.pretrain")
+
+
 TRANSMISSION = ("MW_TRANSMISSION_G", "MW_TRANSMISSION_R", "MW_TRANSMISSION_Z")
+
+
 CHECKPOINT_FORMAT = "lensfinder-encoder-1"
+
 
 # Presets: S22's ResNet-50 for GPUs, and a small encoder that pretrains in about a minute on
 # two CPU cores (the mock's default run). Any key can be overridden in the config.
@@ -74,7 +82,9 @@ PRESETS = {
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(Settings):
+    section: ClassVar[str] = "embed.pretrain"
+
     preset: str = "cpu_small"
     encoder: dict = field(default_factory=dict)  # EncoderSpec fields (arch, params, input)
     augment: dict = field(default_factory=dict)  # AugmentConfig fields
@@ -96,11 +106,7 @@ class PretrainConfig:
     @classmethod
     def resolve(cls, d) -> "PretrainConfig":
         """The preset's settings, overridden key by key by ``d`` (encoder/augment/moco merged)."""
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise LensfinderError(f"pretraining settings {sorted(unknown)} are unknown; known: "
-                                  f"{sorted(cls.__dataclass_fields__)}")
+        d = cls.check_keys(d)
         name = d.get("preset", cls.preset)
         if name not in PRESETS:
             raise LensfinderError(f"pretraining preset {name!r} is unknown; choose one of {sorted(PRESETS)}")
@@ -119,6 +125,10 @@ class PretrainConfig:
         cfg.moco_config()
         return cfg
 
+    @classmethod
+    def from_dict(cls, d=None) -> "PretrainConfig":
+        return cls.resolve(d)
+
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig.from_dict(self.augment)
 
@@ -127,15 +137,11 @@ class PretrainConfig:
 
     def encoder_spec(self) -> EncoderSpec:
         """The encoder, its input transform cropping the centre at the views' size."""
-        enc = dict(self.encoder)
-        unknown = set(enc) - {"arch", "params", "input"}
-        if unknown:
-            raise LensfinderError(f"encoder settings {sorted(unknown)} are unknown (use arch, params, input)")
+        enc = check_keys(self.encoder, ("arch", "params", "input"), "config section embed.pretrain.encoder")
         return EncoderSpec(arch=enc["arch"], params=dict(enc.get("params", {})),
                            input={**enc.get("input", {}), "crop": self.augment_config().crop})
 
 
-# ----------------------------------------------------------------------------- sample
 def water_fill(counts: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """How many objects each bin gives so that ``size`` are drawn as evenly over the bins as
     their contents allow (bins with fewer give all they have; the rest share the remainder,
@@ -203,10 +209,7 @@ def sample_fingerprint(sample: pd.DataFrame) -> str:
 
 def plot_sample(sample, population, bin_width, path):
     """S22's figure 15: z magnitudes of the pretraining sample beside all objects."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     mags = population["MAG_Z"].to_numpy(np.float64)
     edges = np.arange(np.floor(mags.min() / bin_width) * bin_width, mags.max() + 2 * bin_width, bin_width)
@@ -218,29 +221,13 @@ def plot_sample(sample, population, bin_width, path):
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.set_title("images drawn uniformly in z magnitude (S22)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-# ----------------------------------------------------------------------------- training
-class Pretrainer:
+class Pretrainer(RankedJob):
     def __init__(self, manifests, objects_paths, cfg: PretrainConfig, out_dir, threads: int | None = None):
-        self.cfg, self.out = cfg, Path(out_dir)
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        self.cuda = torch.cuda.is_available()
-        self.device = torch.device(f"cuda:{local}" if self.cuda else "cpu")
-        if self.cuda:
-            torch.cuda.set_device(self.device)
-        make_deterministic(cfg.deterministic, self.cuda)
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.cuda else "gloo")
-        self.threads = threads_per_rank(cfg.num_threads, threads, self.world)
-        torch.set_num_threads(self.threads)
-        seed_everything(cfg.seed)
+        super().__init__(out_dir, cfg.seed, cfg.deterministic, cfg.num_threads, threads)
+        self.cfg = cfg
         self.augment_cfg, self.moco_cfg, self.spec = cfg.augment_config(), cfg.moco_config(), cfg.encoder_spec()
         self.sample, self.population = draw_sample(manifests, objects_paths, cfg.sample_size, cfg.mag_bin_width,
                                                    cfg.regions, cfg.seed)
@@ -252,11 +239,7 @@ class Pretrainer:
         self.moco = MoCo(self.spec.build(), self.moco_cfg, seed=cfg.seed).to(self.device)
         if self.cuda and cfg.channels_last:
             self.moco = self.moco.to(memory_format=torch.channels_last)
-        self.query_net = self.moco.query
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.query_net = DDP(self.moco.query, device_ids=[self.device.index] if self.cuda else None)
+        self.query_net = self.data_parallel(self.moco.query)
         self.opt = torch.optim.SGD(self.moco.query.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
         # every rank's slice splits into the batch-norm groups; a global batch larger than the
@@ -274,7 +257,6 @@ class Pretrainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
         self.epoch, self.step = 0, 0
         self.history, self.epoch_stats = [], []
-        self.preempt = Preemption()
 
     # -- data
     def load(self, rows: np.ndarray):
@@ -314,25 +296,20 @@ class Pretrainer:
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "epoch": self.epoch, "step": self.step, "history": self.history, "epoch_stats": list(self.epoch_stats)}
 
-    def _save(self, name, obj):
-        if self.rank == 0:
-            with atomic_path(self.out / name) as tmp:
-                torch.save(obj, tmp)
-
     def resume(self) -> bool:
-        path = self.out / "resume.pt"
-        if not path.exists():
+        ck = self.read_resume()
+        if ck is None:
             return False
-        ck = torch.load(path, map_location=self.device, weights_only=False)
         if ck.get("config") != asdict(self.cfg) or ck.get("fingerprint") != self.fingerprint or ck.get("world") != self.world:
-            log.warning("%s belongs to other settings, another sample or another number of ranks: starting afresh", path)
+            log.warning("%s belongs to other settings, another sample or another number of ranks: starting afresh",
+                        self.out / "resume.pt")
             return False
         self.moco.load_state_dict(ck["moco"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
         self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
         self.epoch_stats = list(ck["epoch_stats"])
-        log.info("resumed from %s at epoch %d step %d", path, self.epoch, self.step)
+        log.info("resumed from %s at epoch %d step %d", self.out / "resume.pt", self.epoch, self.step)
         return True
 
     def encoder_checkpoint(self) -> dict:
@@ -369,13 +346,7 @@ class Pretrainer:
             for step in range(self.step, self.steps_per_epoch):
                 self.epoch_stats.append(self.train_step(self.epoch, step, order))
                 self.step = step + 1
-                if self.preempt.any_rank(self.device):
-                    self._save("resume.pt", self._resume_state())
-                    if self.rank == 0:
-                        log.warning("pre-empted at epoch %d step %d: saved resume.pt; run again to resume",
-                                    self.epoch, self.step)
-                    self.close()
-                    sys.exit(PREEMPTED_EXIT)
+                self.stop_if_preempted(self._resume_state, self.epoch, self.step)
             seconds = time.time() - t0
             losses, accs = zip(*self.epoch_stats) if self.epoch_stats else ((float("nan"),), (float("nan"),))
             row = {"epoch": self.epoch, "loss": float(np.mean(losses)), "top1": float(np.mean(accs)),
@@ -383,33 +354,20 @@ class Pretrainer:
                    "images_per_s": (self.steps_per_epoch - first) * self.batch / max(seconds, 1e-9)}
             self.history.append(row)
             self.epoch, self.step = self.epoch + 1, 0
-            self._save("resume.pt", self._resume_state())
-            self._write_metrics()
+            self.save("resume.pt", self._resume_state())
+            self.write_history(self.history)
             log.info("epoch %d: InfoNCE %.4f, positive ranked first %.3f, %.0f img/s", row["epoch"], row["loss"],
                      row["top1"], row["images_per_s"])
-        self._save("encoder.pt", self.encoder_checkpoint())
+        self.save("encoder.pt", self.encoder_checkpoint())
+        self.write_history(self.history)
         if self.rank == 0:
-            self._write_metrics()
             plot_pretraining(pd.DataFrame(self.history), self.out / "curves.png")
-            (self.out / "resume.pt").unlink(missing_ok=True)  # finished: a re-run starts afresh
+        self.finished()
         self.close()
-
-    def _write_metrics(self):
-        if self.rank == 0:
-            with atomic_path(self.out / "metrics.csv") as tmp:
-                pd.DataFrame(self.history).to_csv(tmp, index=False)
-
-    def close(self):
-        if dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
 
 
 def plot_pretraining(history: pd.DataFrame, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     axes[0].plot(history["epoch"], history["loss"], "o-")
@@ -420,49 +378,24 @@ def plot_pretraining(history: pd.DataFrame, path):
     axes[1].set_ylabel("positive ranked first (fraction)")
     axes[1].set_ylim(0, 1)
     fig.suptitle("MoCo v2 pretraining", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def load_encoder(path, device="cpu"):
     """(encoder in eval mode, checkpoint dict) from an ``encoder.pt``."""
-    path = Path(path)
-    if not path.exists():
-        raise LensfinderError(f"encoder checkpoint {path} does not exist: run the pretrain rule")
-    ck = torch.load(path, map_location=device, weights_only=False)
-    if ck.get("format") != CHECKPOINT_FORMAT:
-        raise LensfinderError(f"{path} is not a lensfinder encoder checkpoint (format {ck.get('format')!r})")
-    encoder = EncoderSpec(**ck["encoder_spec"]).build()
-    encoder.load_state_dict(ck["state_dict"])
-    return encoder.to(device).eval(), ck
-
-
-def _positive_int(text):
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
+    return restore(path, CHECKPOINT_FORMAT, lambda ck: EncoderSpec(**ck["encoder_spec"]).build(), device,
+                   what="encoder checkpoint", rule="pretrain")
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="MoCo v2 pretraining of an encoder on cutout shards (run under torchrun "
-                                             "for several GPUs; lensfinder.embed.launch does that).")
+    ap = job_parser("MoCo v2 pretraining of an encoder on cutout shards (run under torchrun for several GPUs; "
+                    "lensfinder.embed.launch does that).", "output directory (encoder.pt, metrics, plots, sample)")
     ap.add_argument("--manifests", nargs="+", required=True, help="every sweep's cutouts manifest.json")
     ap.add_argument("--objects", nargs="+", required=True, help="every sweep's objects Parquet (transmissions)")
     ap.add_argument("--settings", default="{}", help="pretraining settings as JSON (PretrainConfig fields)")
-    ap.add_argument("--out", required=True, help="output directory (encoder.pt, metrics, plots, sample)")
-    ap.add_argument("--threads", type=_positive_int, default=None, help="intra-op CPU threads for the whole job")
     args = ap.parse_args(argv)
-    rank0 = os.environ.get("RANK", "0") == "0"
-    logging.basicConfig(level=logging.INFO if rank0 else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    try:
-        cfg = PretrainConfig.resolve(json.loads(args.settings))
-        Pretrainer(args.manifests, args.objects, cfg, args.out, threads=args.threads).run()
-    except LensfinderError as err:
-        print(f"lensfinder error in pretraining: {err}", file=sys.stderr)
-        sys.exit(1)
+    run_job("pretraining", lambda: Pretrainer(args.manifests, args.objects, PretrainConfig.resolve(json.loads(args.settings)),
+                                              args.out, threads=args.threads).run())
 
 
 if __name__ == "__main__":

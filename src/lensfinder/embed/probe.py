@@ -9,9 +9,9 @@ that split (or fixed), and it is checked on the validation split as the meta-lea
 scores every sweep's representations.
 
 Its outputs have the networks' formats, so it can be offered to the meta-learner as one
-more base model: ``trainset_scores.parquet`` as ``lensfinder.infer.score_trainset`` writes
+more base model: ``trainset_scores.parquet`` as ``lensfinder.ranking.infer.score_trainset`` writes
 (key, LABEL, SPLIT, ROW, logit, prob) and ``scores/<sweep>.parquet`` as
-``lensfinder.infer.infer_sweep`` (key, RA, DEC, logit float32, prob). Its ranking score is
+``lensfinder.ranking.infer.infer_sweep`` (key, RA, DEC, logit float32, prob). Its ranking score is
 the logit (the decision function), never the probability.
 """
 
@@ -21,23 +21,28 @@ import json
 import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from ..ensemble import evaluate
-from ..errors import LensfinderError, atomic_path
-from ..shards import KEY, sha256
-from ..train import check_splits, load_trainset
-from .index import read_representations
-from .represent import embed_array
+from lensfinder.constants import KEY
+from lensfinder.embed.index import read_representations
+from lensfinder.embed.represent import embed_array, embed_sweep
+from lensfinder.errors import LensfinderError
+from lensfinder.files import atomic_path, sha256
+from lensfinder.nets.train import check_splits, load_trainset
+from lensfinder.ranking.ensemble import evaluate
+from lensfinder.settings import Settings
 
 SCORE_BLOCK = 100_000  # rows scored at once
 
 
 @dataclass
-class ProbeConfig:
+class ProbeConfig(Settings):
+    section: ClassVar[str] = "embed.probe"
+
     C: float | None = None  # inverse regularisation; None: chosen by cross-validation on the training split
     Cs: list = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0])
     cv: int = 5
@@ -46,13 +51,6 @@ class ProbeConfig:
     top_n: list = field(default_factory=lambda: [10, 100])
     sky_ratio: float = 10_000.0
 
-    @classmethod
-    def from_dict(cls, d):
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise LensfinderError(f"probe settings {sorted(unknown)} are unknown; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
 
 
 def fit_probe(features, labels, cfg: ProbeConfig, seed: int = 0):
@@ -155,8 +153,6 @@ def score_shards(manifest_path, encoder_path, probe_path, out_path, batch_size=5
     selection function's injections): embedded with the probe's own encoder, then scored;
     the networks' format, so the meta-learner takes the probe as one more base model."""
     import tempfile
-
-    from .represent import embed_sweep
 
     with open(probe_path, "rb") as fh:
         probe = pickle.load(fh)

@@ -22,12 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import LensfinderError, atomic_path
-from ..shards import KEY, ShardSet, check_one_set_per_sweep, sha256, write_batch_table
-from .index import read_representations  # noqa: F401 - re-exported: the files this module writes
-from .pretrain import load_encoder
+from lensfinder.constants import KEY
+from lensfinder.cutouts.shards import ShardSet, check_one_set_per_sweep
+from lensfinder.embed.index import read_representations  # noqa: F401 - re-exported: the files this module writes
+from lensfinder.embed.pretrain import load_encoder
+from lensfinder.errors import LensfinderError
+from lensfinder.files import atomic_path, sha256
+from lensfinder.tables import write_batch_table
 
 log = logging.getLogger(__name__)
+
+
 INDEX_COLUMNS = (*KEY, "RA", "DEC", "TYPE", "REGION", "MAG_Z")
 
 

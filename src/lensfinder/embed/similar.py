@@ -11,7 +11,7 @@ the query (itself first, similarity 1) with their cosine similarity, and writes 
 
 A query list (``--queries FILE``, CSV or FITS with ra, dec and optionally name; the workflow
 uses the catalogued lenses) gives a **candidates table in the recommendations format** of
-``lensfinder.rank``: the union of every query's k nearest neighbours (queries excluded),
+``lensfinder.ranking.rank``: the union of every query's k nearest neighbours (queries excluded),
 ranked by ``SCORE_SIMILARITY`` (the highest cosine similarity to any query), with the query
 it resembles most (``QUERY_NAME``) and how many queries list it (``N_QUERIES``); objects
 within ``known_radius_arcsec`` of a catalogued system are removed (``known_matches.csv``)
@@ -27,24 +27,34 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from ..catalogs import CatalogSpec, grade_ok, union_catalogs
-from ..crossmatch import friends_of_friends, nearest
-from ..errors import LensfinderError, atomic_path
-from ..shards import KEY
-from ..survey import desi_names
-from .index import SimilarityIndex
+from lensfinder.catalog.crossmatch import friends_of_friends, nearest
+from lensfinder.catalog.lenses import CatalogSpec, grade_ok, union_catalogs
+from lensfinder.constants import KEY
+from lensfinder.embed.index import SimilarityIndex
+from lensfinder.errors import LensfinderError
+from lensfinder.files import atomic_path
+from lensfinder.settings import Settings
+from lensfinder.survey.positions import desi_names
+from lensfinder.tables import read_keyed, write_tables
 
 DESI_NAME = re.compile(r"^DESI-(\d{1,3}\.\d+)([+-]\d{1,2}\.\d+)$", re.IGNORECASE)
+
+
 KEY_TEXT = re.compile(r"^\s*(\d+)\s*[/,]\s*(\d+)\s*[/,]\s*(\d+)\s*$")
+
+
 RADEC_TEXT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*,\s*([+-]?\d+(?:\.\d*)?)\s*$")
 
 
 @dataclass
-class SimilarConfig:
+class SimilarConfig(Settings):
+    section: ClassVar[str] = "embed.similar"
+
     k: int = 100  # neighbours per query
     query_grades: list | None = field(default_factory=lambda: ["A", "B"])  # catalogued systems used as queries
     match_radius_arcsec: float = 1.5  # a query position -> the nearest indexed object within this
@@ -53,16 +63,8 @@ class SimilarConfig:
     enrichment_k: list = field(default_factory=lambda: [1, 5, 10, 20, 50, 100])
     mosaic_queries: int = 6  # neighbours.png: this many queries, each with its nearest neighbours
 
-    @classmethod
-    def from_dict(cls, d):
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise LensfinderError(f"similarity settings {sorted(unknown)} are unknown; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
 
 
-# ----------------------------------------------------------------------------- one query
 def parse_query(text: str):
     """("key", (release, brickid, objid)) | ("radec", (ra, dec)) | ("desi", (ra, dec)) | ("name", text)."""
     if m := KEY_TEXT.match(text):
@@ -116,7 +118,6 @@ def similar(index: SimilarityIndex, text: str, k: int, systems=None, radius_arcs
     return out
 
 
-# ----------------------------------------------------------------------------- query lists
 def read_query_list(path) -> pd.DataFrame:
     """A CSV or FITS list of queries: ra, dec [deg] (any case) and optionally name."""
     path = Path(path)
@@ -225,11 +226,9 @@ def candidates_table(index: SimilarityIndex, queries: pd.DataFrame, k: int, syst
 def write_candidates(out_dir, recs: pd.DataFrame, known: pd.DataFrame, summary: dict, stem="candidates"):
     """``<stem>.{parquet,csv,fits}`` (as rank writes recommendations), ``<stem>_known_matches.csv``
     and ``<stem>_summary.json``."""
-    from ..rank import _write_tables
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_tables(out_dir, recs, stem=stem)
+    write_tables(out_dir, recs, stem)
     with atomic_path(out_dir / f"{stem}_known_matches.csv") as tmp:
         known[[*KEY, "RA", "DEC", "SCORE_SIMILARITY", "QUERY_NAME", "KNOWN_NAME", "SEPARATION_ARCSEC"]].to_csv(tmp, index=False)
     with atomic_path(out_dir / f"{stem}_summary.json") as tmp:
@@ -238,8 +237,6 @@ def write_candidates(out_dir, recs: pd.DataFrame, known: pd.DataFrame, summary: 
 
 def run_candidates(index_dir, catalog_specs, objects_paths, cfg: SimilarConfig, out_dir) -> dict:
     """Rule ``similar_candidates``: the catalogued lenses of ``query_grades`` as queries."""
-    from ..shards import read_keyed
-
     index = SimilarityIndex(index_dir)
     queries, systems = catalogue_queries(catalog_specs, cfg.query_grades)
     matched = match_queries(index, queries, cfg.match_radius_arcsec)
@@ -252,7 +249,6 @@ def run_candidates(index_dir, catalog_specs, objects_paths, cfg: SimilarConfig, 
     return summary
 
 
-# ----------------------------------------------------------------------------- command line
 def _config(path):
     import yaml
 

@@ -9,7 +9,7 @@
   10^4 at random on the sky; the mock holds far more lenses per object, so its factor is
   bounded by 1 / base rate.
 * **The probe beside the networks**: the probe's scores evaluated exactly as rule
-  ``evaluate`` evaluates each network (``lensfinder.evaluate.evaluate_scorer`` on the
+  ``evaluate`` evaluates each network (``lensfinder.evaluation.never_seen.evaluate_scorer`` on the
   never-seen objects, cut at as many objects as the ensemble's recommendations), next to
   the networks' figures from ``evaluation/metrics.json``.
 
@@ -26,13 +26,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import LensfinderError, atomic_path
-from ..evaluate import EvaluationConfig, evaluate_scorer, never_seen, read_truth, truth_arrays
-from ..metrics import wilson_interval
-from ..shards import KEY, ShardCollection, read_keyed
-from .index import SimilarityIndex
-from .probe import probe_scores_table
-from .similar import SimilarConfig, catalogue_queries, match_queries, neighbour_lists
+from lensfinder.catalog.truth import read_truth
+from lensfinder.constants import KEY
+from lensfinder.cutouts.display import save_mosaic
+from lensfinder.cutouts.shards import ShardCollection
+from lensfinder.embed.index import SimilarityIndex
+from lensfinder.embed.probe import probe_scores_table
+from lensfinder.embed.similar import SimilarConfig, catalogue_queries, match_queries, neighbour_lists
+from lensfinder.errors import LensfinderError
+from lensfinder.evaluation.never_seen import EvaluationConfig, evaluate_scorer, never_seen, truth_arrays
+from lensfinder.files import atomic_path
+from lensfinder.metrics import wilson_interval
+from lensfinder.plots import pyplot, save_figure
+from lensfinder.tables import read_keyed
 
 
 def lens_rows(index: SimilarityIndex, truth_path, radius_arcsec) -> np.ndarray:
@@ -72,7 +78,7 @@ def enrichment(index: SimilarityIndex, query_rows, is_lens: np.ndarray, ks) -> p
 
 
 def evaluate_probe(score_paths, objects_paths, labels_path, rank_summary_path, cfg: EvaluationConfig) -> dict:
-    """The probe's never-seen figures, computed as ``lensfinder.evaluate`` computes each network's."""
+    """The probe's never-seen figures, computed as ``lensfinder.evaluation.never_seen`` computes each network's."""
     table = probe_scores_table(score_paths)
     objects = pd.concat([read_keyed(p, ["TYPE"]) for p in objects_paths], ignore_index=True)
     table = table.merge(objects[[*KEY, "TYPE"]], on=list(KEY), how="left", validate="one_to_one")
@@ -137,16 +143,6 @@ def summarise(index_dir, catalog_specs, truth_path, sim_cfg: SimilarConfig, eval
     return summary
 
 
-# ----------------------------------------------------------------------------- figures
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _bars(value, lo, hi):
     """Error bar lengths below and above ``value``: never negative, NaN where undefined."""
     value, lo, hi = (np.asarray(a, dtype=float) for a in (value, lo, hi))
@@ -154,7 +150,7 @@ def _bars(value, lo, hi):
 
 
 def plot_enrichment(enrich: pd.DataFrame, path):
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     k = enrich["k"].to_numpy()
     f = enrich["fraction"].to_numpy()
@@ -176,14 +172,11 @@ def plot_enrichment(enrich: pd.DataFrame, path):
     axes[1].set_xlabel("k nearest neighbours per query")
     axes[1].set_ylabel("enrichment factor (fraction / base rate)")
     axes[1].set_ylim(0, None)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_comparison(compare: pd.DataFrame, path):
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.6 * len(compare) + 1.6))
     y = np.arange(len(compare))
     colours = ["C3" if s.startswith("probe") else "C0" for s in compare["scorer"]]
@@ -198,16 +191,11 @@ def plot_comparison(compare: pd.DataFrame, path):
     axes[0].set_xlim(min(0.5, float(np.nan_to_num(compare["auc_lo"].min(), nan=0.5)) - 0.02), 1.0)
     axes[1].set_xlim(0, 1)
     fig.suptitle("linear probe on frozen self-supervised representations beside the networks", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_neighbours(index: SimilarityIndex, queries: pd.DataFrame, is_lens, manifests, n_queries, path, per_row=5):
     """A row per query: the query, then its ``per_row`` nearest neighbours (queries excluded)."""
-    from ..display import save_mosaic
-
     shown = queries.head(n_queries)
     lists = neighbour_lists(index, shown["ROW"].to_numpy(), per_row)
     rows, labels = [], []
@@ -219,5 +207,4 @@ def plot_neighbours(index: SimilarityIndex, queries: pd.DataFrame, is_lens, mani
             labels.append(f"cos {nb.SIMILARITY:.3f}" + (" LENS" if is_lens[nb.ROW] else ""))
     keys = [tuple(int(v) for v in index.keys.iloc[r][list(KEY)]) for r in rows]
     images = ShardCollection(manifests).stack(keys)
-    with atomic_path(path) as tmp:
-        save_mosaic(images, tmp, labels, ncol=per_row + 1)
+    save_mosaic(images, path, labels, ncol=per_row + 1)

@@ -6,5 +6,5 @@
 * ``images``: PNG views (RGB, g, r, z, 201-px context) from the run's shards, LRU-cached;
 * ``app``: the Starlette app: the page and its JSON API, behind an access token;
 * ``cli``: ``lensfinder-inspect serve``;
-* ``feedback``: graded tables, new lenses, hard negatives and rejections for the next run.
+* ``inspection``: rule ``inspection``: graded tables, new lenses, hard negatives and rejections for the next run.
 """

@@ -39,15 +39,23 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ..shards import KEY
-from .consensus import GRADE_MEANING, consensus
-from .database import GradesDB, check_grade, check_inspector
-from .images import VIEWS, ImageSource
+from lensfinder.constants import KEY
+from lensfinder.portal.consensus import GRADE_MEANING, consensus
+from lensfinder.portal.database import GradesDB, check_grade, check_inspector
+from lensfinder.portal.images import VIEWS, ImageSource
 
 HERE = Path(__file__).parent
+
+
 COOKIE = "lensfinder_token"
+
+
 VIEWER = "https://www.legacysurvey.org/viewer"
+
+
 VIEWER_LAYERS = {"dr10": "ls-dr10", "dr9": "ls-dr9", "dr8": "dr8"}
+
+
 INFO_COLUMNS = ("RANK", "TYPE", "REGION", "MAG_G", "MAG_R", "MAG_Z", "STRATUM", "status", "SWEEP", "MERGED")
 
 

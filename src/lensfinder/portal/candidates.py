@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import LensfinderError
-from ..shards import KEY
+from lensfinder.constants import KEY
+from lensfinder.errors import LensfinderError
 
 REQUIRED = (*KEY, "RA", "DEC")
 
@@ -72,7 +72,7 @@ def main_score_column(frame) -> str | None:
 
 def load_candidates(path) -> tuple[pd.DataFrame, str]:
     """(candidates with ID, NAME and the table's columns, kind); checks keys and coordinates."""
-    from ..survey import desi_names
+    from lensfinder.survey.positions import desi_names
 
     frame = read_table(path)
     missing = [c for c in REQUIRED if c not in frame.columns]

@@ -20,7 +20,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ..errors import LensfinderError
+from lensfinder.errors import LensfinderError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,8 +58,8 @@ def context_backends(args, release_default="dr10"):
     """(survey trees or None, cutout service or None, release) from --config / --service-url."""
     import yaml
 
-    from ..service import CutoutService
-    from ..workflow import survey_trees
+    from lensfinder.survey.service import CutoutService
+    from lensfinder.survey.tree import survey_trees
 
     tree, release = None, release_default
     config = Path(args.config) if args.config else None
@@ -79,10 +79,10 @@ def context_backends(args, release_default="dr10"):
 def serve(args) -> None:
     import uvicorn
 
-    from .app import Portal, create_app
-    from .candidates import load_candidates
-    from .database import GradesDB
-    from .images import ImageSource
+    from lensfinder.portal.app import Portal, create_app
+    from lensfinder.portal.candidates import load_candidates
+    from lensfinder.portal.database import GradesDB
+    from lensfinder.portal.images import ImageSource
 
     candidates_path = Path(args.candidates)
     frame, kind = load_candidates(candidates_path)

@@ -2,13 +2,13 @@
 
 Views (all North up, East left: the arrays' row 0 is South, so rows are flipped for the PNG):
 
-* ``rgb``: the Legacy Surveys RGB rendering (``lensfinder.display.sdss_rgb``) of the shard
+* ``rgb``: the Legacy Surveys RGB rendering (``lensfinder.cutouts.display.sdss_rgb``) of the shard
   cutout (g, r, z in nanomaggies);
 * ``g``, ``r``, ``z``: one band in grey, each with its own stretch: arcsinh of the flux
   above the sky level (median), softened at 3 sigma of the sky noise (1.4826 x MAD) and
   saturating at the band's 99.8th percentile, so faint arcs show in every band;
 * ``context``: a 201-px (53") RGB view around the candidate, cut from the survey tree's
-  coadd bricks (``lensfinder.cutouts.CutoutExtractor``) or, when configured, fetched from
+  coadd bricks (``lensfinder.cutouts.extract.CutoutExtractor``) or, when configured, fetched from
   the Legacy Surveys cutout service; a grey frame marks the shard cutout's extent.
 
 Images are only ever rendered from the run's shard sets (``<run>/cutouts/*/manifest.json``,
@@ -25,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..display import sdss_rgb
-from ..errors import LensfinderError
-from ..shards import ShardCollection
+from lensfinder.cutouts.display import sdss_rgb
+from lensfinder.cutouts.shards import ShardCollection
+from lensfinder.errors import LensfinderError
 
 VIEWS = ("rgb", "g", "r", "z", "context")
+
+
 CONTEXT_SIZE = 201  # pixels of 0.262": 53"
 
 
@@ -156,8 +158,9 @@ class ImageSource:
             return self.service.fetch(ra, dec, CONTEXT_SIZE)
         if self.tree is None:
             raise KeyError("no context view: the survey tree is unknown (give --config) and no --service-url is set")
-        from ..cutouts import CutoutExtractor
-        from ..survey import SurveyTrees, photometric_region
+        from lensfinder.cutouts.extract import CutoutExtractor
+        from lensfinder.survey.positions import photometric_region
+        from lensfinder.survey.tree import SurveyTrees
 
         tree = self.tree
         if isinstance(tree, SurveyTrees):

@@ -1,0 +1,297 @@
+"""A miniature Legacy Surveys tree (DR10 south by default) with simulated strong lenses.
+
+``write_mock_survey(root, MockConfig(...))`` writes, under ``root``:
+
+* ``dr10/survey-bricks.fits.gz``: the bricks-table rows around the mock area (real
+  columns and dtypes; the real file holds the whole sky);
+* ``dr10/south/survey-bricks-dr10-south.fits.gz``: lower-case summary of bricks with data;
+* ``dr10/south/sweep/10.1/sweep-*.fits``: 5x5-deg sweeps with all 130 DR10 columns;
+* ``dr10/south/coadd/<AAA>/<brick>/legacysurvey-<brick>-image-{g,r,z}.fits.fz``: float32
+  nanomaggies, RICE-compressed in 100x100 tiles in HDU 1 behind an empty primary, TAN WCS;
+* ``catalogues/known_lenses.{csv,fits}``: part of the lenses plus some grade-C look-alikes;
+* ``truth/lenses.csv`` and ``truth/lookalikes.csv``: every simulated system.
+
+With ``release: dr9`` and ``regions: [north, south]`` it writes a DR9 tree with both
+regions instead (``dr9/{north,south}/sweep/9.0/``: 10x5-deg sweeps, 115 columns,
+RELEASE 9011 north and 9010 south): as in the real north/south overlap strip, each
+region's tree holds every mock brick, imaged with its own survey's seeing, depth and
+exposures, so every object is in both trees (the overlap duplicates) and the selection's
+region cut keeps each once. Place such a mock across Dec 32.375 north of the Galactic
+plane (e.g. RA 155, Dec 32.3).
+
+The sky is drawn from ``seed`` alone, so the same config writes identical files.
+Catalogue rows hold exactly the drawn positions, types, shapes and fluxes (observed,
+i.e. after Galactic extinction); the light of lensed arcs is in the images but not in
+any row (the Tractor would model it as residual or extra sources).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import fitsio
+import numpy as np
+
+from lensfinder.constants import BANDS, EXTINCTION_R, PIXSCALE
+from lensfinder.errors import LensfinderError
+from lensfinder.files import atomic_path
+from lensfinder.mock import light as sky
+from lensfinder.mock.layout import (
+    MockConfig,
+    check_mock_regions,
+    mock_trees,
+    planned_files,
+    planned_sweeps,
+    region_bricks_path,
+)
+from lensfinder.mock.sky import REGION_DEPTH_1EXP, REGION_PSF_FWHM, REGION_SURVEY, RELEASE_NUMBERS, MockSky, _offset
+from lensfinder.survey.bricks import BrickGrid
+from lensfinder.survey.positions import desi_names
+from lensfinder.survey.sweeps import parse_sweep_name, sweep_dtype, sweep_units
+from lensfinder.survey.tree import SurveyTree
+
+
+def brick_wcs_header(brick, size: int) -> list[dict]:
+    """TAN WCS cards of a coadd centred on the brick centre, legacypipe style."""
+    return [
+        {"name": "CTYPE1", "value": "RA---TAN", "comment": "TANgent plane"},
+        {"name": "CTYPE2", "value": "DEC--TAN", "comment": "TANgent plane"},
+        {"name": "CRVAL1", "value": float(brick["RA"]), "comment": "Reference RA"},
+        {"name": "CRVAL2", "value": float(brick["DEC"]), "comment": "Reference Dec"},
+        {"name": "CRPIX1", "value": size / 2 + 0.5, "comment": "Reference x"},
+        {"name": "CRPIX2", "value": size / 2 + 0.5, "comment": "Reference y"},
+        {"name": "CD1_1", "value": -PIXSCALE / 3600.0, "comment": "CD matrix"},
+        {"name": "CD1_2", "value": 0.0, "comment": "CD matrix"},
+        {"name": "CD2_1", "value": 0.0, "comment": "CD matrix"},
+        {"name": "CD2_2", "value": PIXSCALE / 3600.0, "comment": "CD matrix"},
+        {"name": "EQUINOX", "value": 2000.0, "comment": "Equatorial coordinates definition (yr)"},
+    ]
+
+
+def _wcs_from_cards(cards, size):
+    from astropy.io import fits as afits
+    from astropy.wcs import WCS
+
+    hdr = afits.Header([(c["name"], c["value"]) for c in cards])
+    hdr["NAXIS"], hdr["NAXIS1"], hdr["NAXIS2"] = 2, size, size
+    return WCS(hdr)
+
+
+def _write_bricks(trees: list[SurveyTree], bricks: np.ndarray, cfg: MockConfig):
+    grid = BrickGrid.build()
+    b = bricks
+    around = grid.bricks_in_box(b["RA1"].min() - 1, b["RA2"].max() + 1, b["DEC1"].min() - 1, b["DEC2"].max() + 1)
+    with atomic_path(trees[0].bricks_path) as tmp:
+        fitsio.write(str(tmp), around, extname="BRICKS", clobber=True)
+    summary = np.zeros(len(b), dtype=[("brickname", "S8"), ("brickid", ">i4"), ("ra", ">f8"), ("dec", ">f8"),
+                                      ("ra1", ">f8"), ("ra2", ">f8"), ("dec1", ">f8"), ("dec2", ">f8")])
+    for name in summary.dtype.names:
+        summary[name] = b[name.upper()]
+    for tree in trees:  # every region's tree holds every mock brick (the overlap strip)
+        with atomic_path(region_bricks_path(tree)) as tmp:
+            fitsio.write(str(tmp), summary, clobber=True)
+
+
+def _render_brick(msky: MockSky, tree: SurveyTree, brick, components, cfg: MockConfig):
+    size = cfg.image_size
+    cards = brick_wcs_header(brick, size)
+    wcs = _wcs_from_cards(cards, size)
+    name = brick["BRICKNAME"].decode()
+    region = tree.region
+    # the first region keeps the noise streams it always had; others get their own
+    stream = [] if region == msky.primary else [cfg.ordered_regions.index(region)]
+    for ib, band in enumerate(BANDS):
+        fwhm = msky.conditions[region][1][int(brick["BRICKID"])][band]
+        image = sky.render_image(components, wcs, (size, size), fwhm, ib)
+        nobs = msky.nobs_map(band, wcs, (size, size), region)
+        if cfg.noise:
+            rng = np.random.default_rng([cfg.seed, int(brick["BRICKID"]), ib, *stream])
+            sigma1 = _pixel_sigma_1exp(band, fwhm, region)
+            noise = rng.standard_normal((size, size), dtype=np.float32) * np.float32(sigma1)
+            image += noise / np.sqrt(np.maximum(nobs, 1)).astype(np.float32)
+        image[nobs == 0] = 0.0  # no exposures: no data (legacypipe writes 0)
+        hdr = [
+            {"name": "LSDR", "value": cfg.release.upper()},
+            {"name": "DRVERSIO", "value": RELEASE_NUMBERS[(cfg.release, region)]},
+            {"name": "SURVEY", "value": "DECaLS+BASS+MzLS"}, {"name": "BRICK", "value": name},
+            {"name": "BRICKID", "value": int(brick["BRICKID"])},
+            {"name": "RAMIN", "value": float(brick["RA1"])}, {"name": "RAMAX", "value": float(brick["RA2"])},
+            {"name": "DECMIN", "value": float(brick["DEC1"])}, {"name": "DECMAX", "value": float(brick["DEC2"])},
+            {"name": "CENTRA", "value": float(brick["RA"])}, {"name": "CENTDEC", "value": float(brick["DEC"])},
+            {"name": "BANDS", "value": "grz"}, {"name": "NBANDS", "value": 3},
+            {"name": "BAND0", "value": "g"}, {"name": "BAND1", "value": "r"}, {"name": "BAND2", "value": "z"},
+            *cards,
+            {"name": "FILTERX", "value": band}, {"name": "IMTYPE", "value": "image"},
+            {"name": "PRODTYPE", "value": "image"}, {"name": "MAGZERO", "value": 22.5},
+            {"name": "BUNIT", "value": "nanomaggy"}, {"name": "MOCKPSF", "value": fwhm, "comment": "mock Gaussian PSF FWHM [arcsec]"},
+        ]
+        path = tree.coadd_path(name, band)
+        with atomic_path(path) as tmp:
+            with fitsio.FITS(str(tmp), "rw", clobber=True) as f:
+                f.write(image, header=hdr, compress="RICE", tile_dims=(100, 100), qlevel=-1e-4,
+                        qmethod="SUBTRACTIVE_DITHER_2", dither_seed="checksum")
+
+
+def _pixel_sigma_1exp(band, fwhm, region="south"):
+    """Per-pixel noise [nmgy] of one exposure giving the band's 5-sigma point-source depth."""
+    sigma_psf = 10 ** (-0.4 * (REGION_DEPTH_1EXP[region][band] - 22.5)) / 5.0
+    nea = 4 * math.pi * (fwhm * sky.FWHM_TO_SIGMA / PIXSCALE) ** 2  # noise-equivalent area [pix]
+    return sigma_psf / math.sqrt(nea)
+
+
+def _sweep_rows(msky: MockSky, cfg: MockConfig, region: str | None = None) -> np.ndarray:
+    """All sources as sweep rows of ``region``'s tree (default: the first region), in the
+    release's layout, grouped by brick, OBJID contiguous from 0; NOBS, PSF and depth are
+    that region's. Sets each source's key in the tree that keeps it (``home_region``)."""
+    region = region or msky.primary
+    release_number = RELEASE_NUMBERS[(cfg.release, region)]
+    grid = BrickGrid.build()
+    srcs = msky.sources
+    ra = np.array([s.ra for s in srcs])
+    dec = np.array([s.dec for s in srcs])
+    owner = grid.lookup(ra, dec)
+    order = np.lexsort((np.arange(len(srcs)), owner["BRICKID"]))
+    rows = np.zeros(len(srcs), dtype=sweep_dtype(cfg.release))
+    columns = set(rows.dtype.names)
+    psf_of_brick = msky.conditions[region][1]
+    objid = {}
+    for k, i in enumerate(order):
+        s, b = srcs[i], owner[i]
+        bid = int(b["BRICKID"])
+        objid[bid] = objid.get(bid, -1) + 1
+        r = rows[k]
+        r["RELEASE"], r["BRICKID"], r["BRICKNAME"], r["OBJID"] = release_number, bid, b["BRICKNAME"], objid[bid]
+        r["TYPE"], r["RA"], r["DEC"] = s.type, s.ra, s.dec
+        r["RA_IVAR"] = r["DEC_IVAR"] = 1.0 / (0.02 / 3600) ** 2
+        r["EBV"] = msky.ebv(s.ra, s.dec)
+        for band_i, band in enumerate(BANDS):
+            B = band.upper()
+            n = int(msky.nobs(band, s.ra, s.dec, region))
+            fwhm = psf_of_brick.get(bid, {}).get(band, REGION_PSF_FWHM[region][band])
+            sig = _pixel_sigma_1exp(band, fwhm, region) / math.sqrt(max(n, 1))
+            nea_psf = 4 * math.pi * (fwhm * sky.FWHM_TO_SIGMA / PIXSCALE) ** 2
+            nea = nea_psf + 4 * math.pi * (s.shape_r / PIXSCALE) ** 2
+            r[f"NOBS_{B}"] = n
+            if n > 0:
+                r[f"FLUX_{B}"] = s.flux[band_i]
+                r[f"FLUX_IVAR_{B}"] = 1.0 / (sig**2 * nea)
+                r[f"PSFSIZE_{B}"] = fwhm
+                r[f"PSFDEPTH_{B}"] = 1.0 / (sig**2 * nea_psf)
+                r[f"GALDEPTH_{B}"] = 1.0 / (sig**2 * (nea_psf + 4 * math.pi * (0.45 / PIXSCALE) ** 2))
+                r[f"FIBERFLUX_{B}"] = r[f"FIBERTOTFLUX_{B}"] = 0.4 * s.flux[band_i]
+                r[f"FRACIN_{B}"] = 1.0
+        for B in EXTINCTION_R:
+            if f"MW_TRANSMISSION_{B}" in columns:  # no i band before DR10
+                r[f"MW_TRANSMISSION_{B}"] = 10 ** (-EXTINCTION_R[B] * r["EBV"] / 2.5)
+        r["DCHISQ"] = [100.0, 120.0, 130.0, 130.0, 140.0] if s.type != "PSF" else [100.0, 90.0, 80.0, 80.0, 80.0]
+        r["SHAPE_R"], r["SHAPE_E1"], r["SHAPE_E2"] = s.shape_r, s.e1, s.e2
+        if s.type != "PSF":
+            r["SHAPE_R_IVAR"] = r["SHAPE_E1_IVAR"] = r["SHAPE_E2_IVAR"] = 100.0
+        r["SERSIC"] = s.sersic
+        r["REF_CAT"] = "  "
+        r["WISE_COADD_ID"] = "1497p015"
+        if msky.home_region(s.ra, s.dec) == region:
+            s.key = (release_number, bid, objid[bid])
+    return rows
+
+
+def _write_sweeps(tree: SurveyTree, rows: np.ndarray, cfg: MockConfig):
+    units = sweep_units(cfg.release)
+    for name in planned_sweeps(cfg):
+        box = parse_sweep_name(name)
+        sel = rows[box.contains(rows["RA"], rows["DEC"])]
+        if len(sel) == 0:
+            raise LensfinderError(f"mock sweep {name} would be empty: widen the mock area (mock.n_bricks_*)")
+        hdr = [
+            {"name": "BANDS", "value": "grz"}, {"name": "DRVERSIO", "value": RELEASE_NUMBERS[(cfg.release, tree.region)]},
+            {"name": "LSDR", "value": cfg.release.upper()}, {"name": "SURVEY", "value": REGION_SURVEY[tree.region]},
+            {"name": "RAMIN", "value": box.ra_min}, {"name": "DECMIN", "value": box.dec_min},
+            {"name": "RAMAX", "value": box.ra_max}, {"name": "DECMAX", "value": box.dec_max},
+            {"name": "DEPNAM00", "value": "gen_sweep"}, {"name": "DEPVER00", "value": "lensfinder-mock"},
+        ]
+        with atomic_path(tree.sweep_path(name)) as tmp:
+            with fitsio.FITS(str(tmp), "rw", clobber=True) as f:
+                f.write(None, header=hdr)
+                f.write(sel, extname="SWEEP", units=units)
+
+
+def _write_table_csv(path, rows: list[dict], columns):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r[k] for k in columns})
+
+
+def _write_catalogues(root: Path, msky: MockSky, cfg: MockConfig):
+    rng = np.random.default_rng([cfg.seed, 7])
+    known, lenses_truth, look_truth = [], [], []
+    for lens in msky.lenses:
+        src = lens["_source"]
+        catalogued = bool(rng.random() < cfg.catalogued_fraction)
+        grade = str(rng.choice(["A", "B", "C"], p=[0.5, 0.35, 0.15])) if catalogued else ""
+        row = {k: v for k, v in lens.items() if not k.startswith("_")}
+        row.update(release=src.key[0], brickid=src.key[1], objid=src.key[2], type=src.type,
+                   flux_z=float(src.flux[2]), catalogued=catalogued, grade=grade)
+        lenses_truth.append(row)
+        if catalogued:
+            jra, jdec = _offset(lens["ra"], lens["dec"], *rng.normal(0, 0.2, 2))
+            known.append({"name": desi_names([jra], [jdec])[0], "ra": jra, "dec": jdec, "grade": grade, "reference": "mock"})
+    for look in msky.lookalikes:
+        src = look["_source"]
+        listed = bool(rng.random() < 0.2)
+        look_truth.append({"lookalike_id": look["lookalike_id"], "kind": look["kind"], "ra": look["ra"], "dec": look["dec"],
+                           "release": src.key[0], "brickid": src.key[1], "objid": src.key[2], "type": src.type,
+                           "flux_z": float(src.flux[2]), "listed_as_candidate": listed})
+        if listed:  # a low-grade literature candidate that is in truth not a lens
+            known.append({"name": desi_names([look["ra"]], [look["dec"]])[0], "ra": look["ra"], "dec": look["dec"],
+                          "grade": "C", "reference": "mock-candidate"})
+    # literature systems elsewhere on the sky (outside the mock footprint)
+    for _ in range(3):
+        ra, dec = float(rng.uniform(0, 360)), float(rng.uniform(-30, 30))
+        known.append({"name": desi_names([ra], [dec])[0], "ra": ra, "dec": dec, "grade": "A", "reference": "mock-elsewhere"})
+    _write_table_csv(root / "catalogues/known_lenses.csv", known, ["name", "ra", "dec", "grade", "reference"])
+    arr = np.zeros(len(known), dtype=[("NAME", "S24"), ("RA", "f8"), ("DEC", "f8"), ("GRADE", "S2"), ("REFERENCE", "S24")])
+    for i, k in enumerate(known):
+        arr[i] = (k["name"], k["ra"], k["dec"], k["grade"], k["reference"])
+    with atomic_path(root / "catalogues/known_lenses.fits") as tmp:
+        fitsio.write(str(tmp), arr, extname="LENSES", clobber=True)
+    lens_cols = ["lens_id", "ra", "dec", "release", "brickid", "objid", "type", "flux_z", "theta_e", "sie_e", "shear",
+                 "source_r_e", "source_mag_g", "source_flux_g", "source_flux_r", "source_flux_z", "catalogued", "grade"]
+    _write_table_csv(root / "truth/lenses.csv", lenses_truth, lens_cols)
+    look_cols = ["lookalike_id", "kind", "ra", "dec", "release", "brickid", "objid", "type", "flux_z", "listed_as_candidate"]
+    _write_table_csv(root / "truth/lookalikes.csv", look_truth, look_cols)
+
+
+def write_mock_survey(root, cfg: MockConfig, progress: bool = True) -> dict:
+    """Generate the mock sky and write the whole tree under ``root``; returns planned_files."""
+    from tqdm import tqdm
+
+    root = Path(root)
+    check_mock_regions(cfg)
+    trees = mock_trees(root, cfg)
+    msky = MockSky(cfg)
+    rows = {tree.region: _sweep_rows(msky, cfg, tree.region) for tree in trees}
+    _write_bricks(trees, msky.bricks, cfg)
+    comps = msky.components()
+    cra = np.array([c.ra for c in comps])
+    cdec = np.array([c.dec for c in comps])
+    for tree in trees:
+        for brick in tqdm(msky.bricks, desc=f"mock coadds ({tree.region})", unit="brick", disable=not progress):
+            # components whose light can reach this brick's image (image half-width ~0.131 deg)
+            half = cfg.image_size * PIXSCALE / 3600 / 2 + 40 / 3600
+            near = (np.abs(cdec - brick["DEC"]) < half) & (
+                np.abs((cra - brick["RA"] + 180) % 360 - 180) * math.cos(math.radians(brick["DEC"])) < half
+            )
+            _render_brick(msky, tree, brick, [comps[i] for i in np.flatnonzero(near)], cfg)
+        _write_sweeps(tree, rows[tree.region], cfg)
+    _write_catalogues(root, msky, cfg)
+    with atomic_path(root / "mock.json") as tmp:
+        tmp.write_text(json.dumps({"config": asdict(cfg), "n_sources": len(msky.sources),
+                                   "n_lenses": len(msky.lenses), "n_lookalikes": len(msky.lookalikes)}, indent=1))
+    return planned_files(root, cfg)
