@@ -257,6 +257,7 @@ class Pretrainer(RankedJob):
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
         self.epoch, self.step = 0, 0
         self.history, self.epoch_stats = [], []
+        self.watch_preemption()
 
     # -- data
     def load(self, rows: np.ndarray):

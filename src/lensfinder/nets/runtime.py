@@ -82,8 +82,10 @@ class Preemption:
 
 class RankedJob:
     """One rank of a data-parallel job writing to ``out_dir``: ``world``, ``rank``, ``device``
-    (``cuda:<LOCAL_RANK>`` on GPUs), ``threads`` (intra-op threads of this rank), the seeds
-    set, and pre-emption watched."""
+    (``cuda:<LOCAL_RANK>`` on GPUs), ``threads`` (intra-op threads of this rank) and the seeds
+    set. A subclass calls ``watch_preemption`` last in its constructor: a signal during the
+    set-up (reading the data, building the model) still stops the job at once, as there is
+    nothing to resume yet."""
 
     def __init__(self, out_dir, seed: int, deterministic: bool, num_threads: int | None, job_threads: int | None):
         self.out = Path(out_dir)
@@ -100,6 +102,10 @@ class RankedJob:
         self.threads = threads_per_rank(num_threads, job_threads, self.world)
         torch.set_num_threads(self.threads)
         seed_everything(seed)
+        self.preempt = None
+
+    def watch_preemption(self) -> None:
+        """From now on SIGTERM / SIGUSR1 mean: save ``resume.pt`` at the next step and exit 75."""
         self.preempt = Preemption()
 
     def data_parallel(self, module):

@@ -213,6 +213,7 @@ class Trainer(RankedJob):
         self.epoch, self.step = 0, 0
         self.epoch_losses = []  # the current epoch's step losses (kept across a resume)
         self.best_ck = None  # the best epoch's checkpoint
+        self.watch_preemption()
 
     # -- state
     def _checkpoint(self, full: bool, val_scores=None) -> dict:
