@@ -53,14 +53,8 @@ COSTS = {
 
 
 PAPER_IV_SELECTED, DR10_SWEEPS = 43.5e6, 1436  # paper IV's selected objects; DR10 south sweep files
-
-
 PAPER_IV_TRAIN_IMAGES = 95_000.0
-
-
 PYTHON_BYTES = 0.26e9  # a Python process with numpy, pandas and pyarrow imported (benchmarks/scale.py)
-
-
 SCORE_BYTES = 3 * 8 + 2 * 8 + 4 + 8  # key, RA/Dec, float32 logit, float64 probability (uncompressed)
 
 

@@ -36,14 +36,8 @@ log = logging.getLogger(__name__)
 
 
 GRADE_ORDER = {"A": 0, "B": 1, "C": 2, "D": 3}
-
-
 SOURCES = ("lenscat",)
-
-
 LENSCAT_GRADES = {"confident": "A", "probable": "B"}  # any other grading: C
-
-
 COLUMN_OPTIONS = ("ra", "dec", "name", "grade", "reference")
 
 

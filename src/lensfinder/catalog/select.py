@@ -51,8 +51,6 @@ OPTIONAL_COLUMNS = [
 CUTS = ("type", "zmag", "nobs", "maskbits", "region", "dec")
 
 
-
-
 @dataclass
 class SelectionConfig(Settings):
     section: ClassVar[str] = "selection"
@@ -66,7 +64,6 @@ class SelectionConfig(Settings):
     drop_other_region: bool = True
     dec_max: float | None = None  # deg; paper IV: 32.0 (DECam footprint, Dec < +32)
     chunk_rows: int = 500_000
-
 
 
 def flux_to_mag(flux):

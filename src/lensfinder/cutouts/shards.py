@@ -29,17 +29,9 @@ from lensfinder.errors import LensfinderError
 from lensfinder.files import atomic_path, sha256
 
 FLAG_MISSING_PIXELS = 1  # some pixels had no data anywhere (set to 0)
-
-
 FLAG_FROM_NEIGHBOURS = 2  # part of the cutout was resampled from neighbouring bricks
-
-
 FLAG_RECENTRED = 4  # Lanczos-3 resampled so the object sits on the centre pixel
-
-
 FLAG_SATURATED = 8  # some pixel was beyond the float16 range (|x| > 65504 nanomaggies) and clipped
-
-
 FP16_MAX = float(np.finfo(np.float16).max)
 
 

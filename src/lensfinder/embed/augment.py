@@ -46,8 +46,6 @@ from lensfinder.settings import Settings
 S22_ORDER = ("reddening", "flip_rotate", "size_scale", "psf_blur", "jitter_crop", "noise")
 
 
-
-
 @dataclass
 class AugmentConfig(Settings):
     """S22's augmentation settings; checkpoints carry them (``asdict``)."""

@@ -57,11 +57,7 @@ log = logging.getLogger("lensfinder.embed.pretrain")
 
 
 TRANSMISSION = ("MW_TRANSMISSION_G", "MW_TRANSMISSION_R", "MW_TRANSMISSION_Z")
-
-
 CHECKPOINT_FORMAT = "lensfinder-encoder-1"
-
-
 # Presets: S22's ResNet-50 for GPUs, and a small encoder that pretrains in about a minute on
 # two CPU cores (the mock's default run). Any key can be overridden in the config.
 PRESETS = {

@@ -52,7 +52,6 @@ class ProbeConfig(Settings):
     sky_ratio: float = 10_000.0
 
 
-
 def fit_probe(features, labels, cfg: ProbeConfig, seed: int = 0):
     """StandardScaler + L-BFGS logistic regression; returns (pipeline, the C used)."""
     from sklearn.linear_model import LogisticRegression

@@ -43,11 +43,7 @@ from lensfinder.survey.positions import desi_names
 from lensfinder.tables import read_keyed, write_tables
 
 DESI_NAME = re.compile(r"^DESI-(\d{1,3}\.\d+)([+-]\d{1,2}\.\d+)$", re.IGNORECASE)
-
-
 KEY_TEXT = re.compile(r"^\s*(\d+)\s*[/,]\s*(\d+)\s*[/,]\s*(\d+)\s*$")
-
-
 RADEC_TEXT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*,\s*([+-]?\d+(?:\.\d*)?)\s*$")
 
 
@@ -62,7 +58,6 @@ class SimilarConfig(Settings):
     merge_radius_arcsec: float = 5.0  # one system: keep the most similar, list the others
     enrichment_k: list = field(default_factory=lambda: [1, 5, 10, 20, 50, 100])
     mosaic_queries: int = 6  # neighbours.png: this many queries, each with its nearest neighbours
-
 
 
 def parse_query(text: str):

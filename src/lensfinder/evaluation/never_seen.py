@@ -58,7 +58,6 @@ class EvaluationConfig(Settings):
     match_radius_arcsec: float = 1.5  # ra/dec truth lists: nearest scored object within this
 
 
-
 def scorer_columns(models) -> dict:
     """Scorer name -> the logit column of ``rank.combine_scores`` that ranks it."""
     return {**{m: f"LOGIT_{m.upper()}" for m in models}, "mean": "LOGIT_MEAN", "meta-learner": "LOGIT_ENSEMBLE"}

@@ -58,7 +58,6 @@ class MockConfig(Settings):
         return [r for r in REGIONS if r in self.regions]
 
 
-
 def mock_bricks(cfg: MockConfig) -> np.ndarray:
     """The bricks-table rows of the mock area: n_bricks_dec rows x n_bricks_ra columns."""
     grid = BrickGrid.build()

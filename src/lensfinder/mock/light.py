@@ -22,8 +22,6 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-
-
 MAX_STAMP_HALF = 110  # pixels
 
 

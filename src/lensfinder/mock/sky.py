@@ -15,29 +15,13 @@ from lensfinder.survey.positions import photometric_region
 
 # Median DECaLS PSF FWHM [arcsec] and 5-sigma point-source depth of one exposure [AB mag].
 PSF_FWHM = {"g": 1.29, "r": 1.18, "z": 1.11}
-
-
 DEPTH_1EXP = {"g": 23.4, "r": 22.8, "z": 21.9}
-
-
 # North: BASS g, r and MzLS z median FWHM (papers II, III); one-exposure depths approximate.
 REGION_PSF_FWHM = {"south": PSF_FWHM, "north": {"g": 1.61, "r": 1.47, "z": 1.01}}
-
-
 REGION_DEPTH_1EXP = {"south": DEPTH_1EXP, "north": {"g": 23.2, "r": 22.7, "z": 22.0}}
-
-
 REGION_SURVEY = {"south": "DECaLS", "north": "BASS+MzLS"}
-
-
 RELEASE_NUMBERS = {("dr10", "south"): 10000, ("dr9", "south"): 9010, ("dr9", "north"): 9011}
-
-
-
-
 TYPE_FRACTIONS = {"SER": 0.49, "DEV": 0.18, "REX": 0.22, "EXP": 0.11}  # DR10 z < 20 non-PSF
-
-
 DEFLECTOR_TYPES = {"SER": 0.70, "DEV": 0.19, "REX": 0.08, "EXP": 0.03}  # paper IV's training lenses
 
 

@@ -25,18 +25,10 @@ import time
 from pathlib import Path
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request, resume.pt written; lensfinder.nets.train uses the same
-
-
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
 # torchrun's own handlers: its default set plus SIGUSR1, each forwarded to the ranks
 TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
-
-
 SHUTDOWN_TIMEOUT_S = 300  # ranks finish their step and rank 0 saves before torchrun kills them
-
-
 RDZV_PORT = 29500
 
 

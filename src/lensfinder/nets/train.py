@@ -92,7 +92,6 @@ class TrainConfig(Settings):
     deterministic: bool = True  # torch.use_deterministic_algorithms (warn-only on GPUs)
 
 
-
 def trainset_fingerprint(trainset_dir) -> str:
     d = Path(trainset_dir)
     return hashlib.sha256((sha256(d / "labels.parquet") + sha256(d / "cutouts.npy")).encode()).hexdigest()

@@ -45,17 +45,9 @@ from lensfinder.portal.database import GradesDB, check_grade, check_inspector
 from lensfinder.portal.images import VIEWS, ImageSource
 
 HERE = Path(__file__).parent
-
-
 COOKIE = "lensfinder_token"
-
-
 VIEWER = "https://www.legacysurvey.org/viewer"
-
-
 VIEWER_LAYERS = {"dr10": "ls-dr10", "dr9": "ls-dr9", "dr8": "dr8"}
-
-
 INFO_COLUMNS = ("RANK", "TYPE", "REGION", "MAG_G", "MAG_R", "MAG_Z", "STRATUM", "status", "SWEEP", "MERGED")
 
 

@@ -13,11 +13,7 @@ import math
 from dataclasses import dataclass
 
 GRADES = (0, 1, 2, 3, 4)
-
-
 GRADE_MEANING = {4: "certain lens", 3: "probable lens", 2: "possible lens", 1: "unlikely", 0: "not a lens"}
-
-
 # (letter, lowest mean), best first
 THRESHOLDS = (("A", 3.5), ("B", 3.0), ("C", 2.0))
 

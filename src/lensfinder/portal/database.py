@@ -22,14 +22,8 @@ from lensfinder.errors import LensfinderError
 from lensfinder.portal.consensus import GRADES
 
 SCHEMA_VERSION = "1"
-
-
 INSPECTOR_RE = re.compile(r"^[A-Za-z0-9_.@ -]{1,64}$")
-
-
 MAX_COMMENT = 2000
-
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grades (
     batch TEXT NOT NULL,

@@ -30,8 +30,6 @@ from lensfinder.cutouts.shards import ShardCollection
 from lensfinder.errors import LensfinderError
 
 VIEWS = ("rgb", "g", "r", "z", "context")
-
-
 CONTEXT_SIZE = 201  # pixels of 0.262": 53"
 
 

@@ -54,7 +54,6 @@ class InspectionConfig(Settings):
     rejection_min_mean: float = 1.0
 
 
-
 def grades_from_export(path) -> list[dict]:
     """Grades from the portal's export.csv (columns RELEASE, BRICKID, OBJID, grade_<inspector>...)."""
     frame = pd.read_csv(path, keep_default_na=False, dtype=str)

@@ -31,7 +31,6 @@ class RankConfig(Settings):
     keep_above_score: float = 0.5  # ... and every object with an ensemble probability at least this
 
 
-
 OBJECT_COLUMNS = ["RA", "DEC", "TYPE", "REGION", "MAG_G", "MAG_R", "MAG_Z", "SWEEP"]
 
 

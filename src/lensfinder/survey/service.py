@@ -29,8 +29,6 @@ from lensfinder.errors import LensfinderError
 from lensfinder.files import atomic_path
 
 DEFAULT_URL = "https://www.legacysurvey.org/viewer"
-
-
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
 

@@ -17,8 +17,6 @@ from lensfinder.errors import LensfinderError
 from lensfinder.survey.columns import DR8_SHAPE_COLUMNS, DR10_SWEEP_COLUMNS, NOT_IN_DR8
 
 SWEEP_RE = re.compile(r"^sweep-(\d{3})([pm])(\d{3})-(\d{3})([pm])(\d{3})(-lc|-ex|-pz)?\.fits$")
-
-
 # A sweep ID: the file stem, prefixed by its region in multi-region runs (north/sweep-...).
 SWEEP_ID_RE = re.compile(r"^(?:(south|north)/)?(sweep-\d{3}[pm]\d{3}-\d{3}[pm]\d{3})$")
 
@@ -119,8 +117,6 @@ def _expected_fits_size(fits: fitsio.FITS) -> int:
 
 # Columns that DR9/DR10 sweeps hold and DR8 ones derive from the DEV and EXP fits.
 DR8_DERIVED = ("SHAPE_R", "SHAPE_E1", "SHAPE_E2", "SERSIC")
-
-
 DR8_SOURCE_COLUMNS = ["TYPE", "FRACDEV", *(f"SHAPE{m}_{q}" for m in ("DEV", "EXP") for q in ("R", "E1", "E2"))]
 
 

@@ -24,10 +24,6 @@ from lensfinder.tables import KEY_BITS, pack_keys
 POOL_COLUMNS = [*KEY, "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN"]
 
 
-
-
-
-
 def stratum_of(frame) -> pd.Series:
     """The training set's stratum: TYPE|REGION|ZEXP_BIN."""
     return frame["TYPE"].astype(str) + "|" + frame["REGION"].astype(str) + "|" + frame["ZEXP_BIN"].astype(str)
