@@ -14,6 +14,7 @@ if config["survey"]["source"] == "mock":
             "logs/mock_survey.log",
         params:
             mock=config["mock"],
+        threads: 4  # bricks rendered in parallel (at most the cores given)
         conda:
             "../../envs/lensfinder.yaml"
         script:

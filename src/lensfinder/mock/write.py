@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
 from dataclasses import asdict
 from pathlib import Path
 
@@ -268,30 +269,61 @@ def _write_catalogues(root: Path, msky: MockSky, cfg: MockConfig):
     _write_table_csv(root / "truth/lookalikes.csv", look_truth, look_cols)
 
 
-def write_mock_survey(root, cfg: MockConfig, progress: bool = True) -> dict:
-    """Generate the mock sky and write the whole tree under ``root``; returns planned_files."""
-    from tqdm import tqdm
+def write_mock_survey(root, cfg: MockConfig, progress: bool = True, workers: int = 1) -> dict:
+    """Generate the mock sky and write the whole tree under ``root``; returns planned_files.
 
+    The coadds are rendered brick by brick, by ``workers`` processes (each brick's noise has
+    its own random stream, so the files do not depend on the number of workers)."""
     root = Path(root)
     check_mock_regions(cfg)
     trees = mock_trees(root, cfg)
     msky = MockSky(cfg)
     rows = {tree.region: _sweep_rows(msky, cfg, tree.region) for tree in trees}
     _write_bricks(trees, msky.bricks, cfg)
-    comps = msky.components()
-    cra = np.array([c.ra for c in comps])
-    cdec = np.array([c.dec for c in comps])
     for tree in trees:
-        for brick in tqdm(msky.bricks, desc=f"mock coadds ({tree.region})", unit="brick", disable=not progress):
-            # components whose light can reach this brick's image (image half-width ~0.131 deg)
-            half = cfg.image_size * PIXSCALE / 3600 / 2 + 40 / 3600
-            near = (np.abs(cdec - brick["DEC"]) < half) & (
-                np.abs((cra - brick["RA"] + 180) % 360 - 180) * math.cos(math.radians(brick["DEC"])) < half
-            )
-            _render_brick(msky, tree, brick, [comps[i] for i in np.flatnonzero(near)], cfg)
+        _render_bricks(msky, tree, cfg, workers, progress)
         _write_sweeps(tree, rows[tree.region], cfg)
     _write_catalogues(root, msky, cfg)
     with atomic_path(root / "mock.json") as tmp:
         tmp.write_text(json.dumps({"config": asdict(cfg), "n_sources": len(msky.sources),
                                    "n_lenses": len(msky.lenses), "n_lookalikes": len(msky.lookalikes)}, indent=1))
     return planned_files(root, cfg)
+
+
+_RENDERING = None  # (msky, tree, cfg, components, their RA and Dec) while a tree's bricks are rendered
+
+
+def _render_bricks(msky: MockSky, tree: SurveyTree, cfg: MockConfig, workers: int, progress: bool):
+    """Every brick's coadds of ``tree``; with several workers, bricks are shared among forked
+    processes (they inherit the drawn sky), and a worker that dies fails the job."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    global _RENDERING
+    comps = msky.components()
+    _RENDERING = (msky, tree, cfg, comps, np.array([c.ra for c in comps]), np.array([c.dec for c in comps]))
+    n = len(msky.bricks)
+    bar = dict(total=n, desc=f"mock coadds ({tree.region})", unit="brick", disable=not progress, mininterval=10)
+    try:
+        if workers <= 1 or n <= 1:
+            for _ in tqdm(map(_render_one_brick, range(n)), **bar):
+                pass
+            return
+        with ProcessPoolExecutor(min(workers, n), mp_context=multiprocessing.get_context("fork")) as pool:
+            for _ in tqdm(pool.map(_render_one_brick, range(n)), **bar):
+                pass
+    finally:
+        _RENDERING = None
+
+
+def _render_one_brick(i: int) -> int:
+    """Render brick ``i`` with the components whose light can reach its image (half-width ~0.131 deg)."""
+    msky, tree, cfg, comps, cra, cdec = _RENDERING
+    brick = msky.bricks[i]
+    half = cfg.image_size * PIXSCALE / 3600 / 2 + 40 / 3600
+    near = (np.abs(cdec - brick["DEC"]) < half) & (
+        np.abs((cra - brick["RA"] + 180) % 360 - 180) * math.cos(math.radians(brick["DEC"])) < half
+    )
+    _render_brick(msky, tree, brick, [comps[j] for j in np.flatnonzero(near)], cfg)
+    return i
