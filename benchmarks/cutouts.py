@@ -29,6 +29,7 @@ from lensfinder.cutouts.extract import CutoutExtractor, extract_sweep, touched_t
 from lensfinder.cutouts.shards import ShardSet
 from lensfinder.mock.layout import MockConfig
 from lensfinder.mock.write import write_mock_survey
+from lensfinder.mock.zoo import SKY_FRACTIONS
 from lensfinder.survey.bricks import BrickGrid
 from lensfinder.survey.tree import SurveyTree
 
@@ -42,7 +43,7 @@ def main():
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lensfinder-bench-"))
     root = work / "mock"
-    cfg = MockConfig(n_bricks_ra=2, n_bricks_dec=1, galaxies=300, stars=50, lenses=2, lookalikes=0, seed=11)
+    cfg = MockConfig(n_bricks_ra=2, n_bricks_dec=1, galaxies=300, stars=50, lenses=2, contaminants={k: 0.0 for k in SKY_FRACTIONS}, seed=11)
     if not (root / "mock.json").exists():
         print("writing a 2-brick full-size mock ...", flush=True)
         write_mock_survey(root, cfg, progress=False)

@@ -28,7 +28,7 @@ def unavailable(reason: str):
     pytest.skip(reason)  # only outside CI: IN_CI failed above
 
 # Two bricks on either side of RA 150 (a sweep boundary): two sweep files, ~15 s to write.
-TINY_MOCK = dict(n_bricks_ra=2, n_bricks_dec=1, galaxies=250, stars=60, lenses=8, lookalikes=3, seed=7,
+TINY_MOCK = dict(n_bricks_ra=2, n_bricks_dec=1, galaxies=250, stars=60, lenses=8, seed=7,
                  mean_exposures=4.0)
 
 
@@ -100,6 +100,7 @@ def tiny_config(**survey) -> dict:
         cfg["lens_catalogs"] = [{"path": f"{root}/catalogues/known_lenses.csv"}]
         cfg["trainset"]["truth"] = f"{root}/truth/lenses.csv"
         cfg["evaluation"]["truth"] = f"{root}/truth/lenses.csv"
+        cfg["evaluation"]["lookalikes"] = f"{root}/truth/lookalikes.csv"
     return cfg
 
 

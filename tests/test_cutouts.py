@@ -17,6 +17,7 @@ from lensfinder.mock.layout import MockConfig
 from lensfinder.mock.light import render_image
 from lensfinder.mock.sky import PSF_FWHM, MockSky
 from lensfinder.mock.write import write_mock_survey
+from lensfinder.mock.zoo import SKY_FRACTIONS
 from lensfinder.survey.bricks import BrickGrid
 from lensfinder.survey.service import CutoutService
 from lensfinder.survey.tree import SurveyTree
@@ -24,7 +25,7 @@ from lensfinder.survey.tree import SurveyTree
 # A noise-free 2 x 2 block of bricks sharing the corner (RA 150.0, Dec 2.125), one PSF
 # everywhere and full exposure coverage, so that a cutout can be compared with a direct
 # rendering of the same sky on its own grid.
-BLOCK = dict(n_bricks_ra=2, n_bricks_dec=2, galaxies=40, stars=10, lenses=1, lookalikes=0, seed=3,
+BLOCK = dict(n_bricks_ra=2, n_bricks_dec=2, galaxies=40, stars=10, lenses=1, contaminants={k: 0.0 for k in SKY_FRACTIONS}, seed=3,
              noise=False, psf_variation=0.0, mean_exposures=40.0)
 CORNER = (150.0, 2.125)
 

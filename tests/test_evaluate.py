@@ -118,3 +118,35 @@ def test_truth_by_position_and_bad_truth(run_outputs):
 
     with pytest.raises(LensfinderError, match="truth.csv needs columns release, brickid, objid or ra, dec"):
         run(d)
+
+
+def test_false_positive_rate_of_each_contaminant_kind(run_outputs):
+    """Never-seen nonlenses listed as spirals all score high under "good" (they are made
+    false positives), rings score low; the FPR of each kind and the counts add up."""
+    d = run_outputs
+    objid = np.arange(400)
+    spirals = objid[(objid >= 100) & (objid % 10 == 3)][:20]  # never-seen nonlenses
+    rings = objid[(objid >= 100) & (objid % 10 == 7)][:10]
+    scores = pd.read_parquet(d / "good.parquet")
+    scores.loc[scores.OBJID.isin(spirals), "logit"] = np.float32(9.0)  # above every lens
+    scores.to_parquet(d / "good.parquet")
+    looks = pd.DataFrame({"kind": ["spiral"] * 20 + ["ring"] * 10 + ["merger"],
+                          "release": 10000, "brickid": 5, "objid": [*spirals, *rings, 5]})  # objid 5: training
+    looks.to_csv(d / "lookalikes.csv", index=False)
+    m = run(d, lookalikes=str(d / "lookalikes.csv"))
+    k = m["good"]["fpr_by_kind"]
+    assert set(k) == {"spiral", "ring", "field"}  # the merger is a training object: not measured
+    assert k["spiral"]["n"] == 20 and k["ring"]["n"] == 10 and k["field"]["n"] == 270 - 30
+    assert k["spiral"]["recommendation"]["false_positives"] == 20 and k["spiral"]["recommendation"]["fpr"] == 1.0
+    assert k["ring"]["recommendation"]["false_positives"] == 0
+    lo, hi = k["ring"]["recommendation"]["fpr_ci"]
+    assert lo == 0.0 and 0.2 < hi < 0.35  # none in ten: a Wilson bound, not a zero
+    # the kinds' false positives are the scorer's, split
+    assert sum(v["recommendation"]["false_positives"] for v in k.values()) == m["good"]["cut"]["false_positives"]
+    # top 1% of 300 = 3 objects: all three are spirals now
+    assert k["spiral"]["top 0.01"]["false_positives"] == pytest.approx(3.0)
+    table = pd.read_csv(d / "out/metrics.csv")
+    row = table[(table.scorer == "good") & (table.subset == "kind=spiral") & (table.cut == "recommendation")].iloc[0]
+    assert row.fpr == 1.0 and row.n_nonlenses == 20
+    # without the list there is no per-kind entry
+    assert "fpr_by_kind" not in run(d)["good"]

@@ -117,11 +117,11 @@ def test_round_lens_arc_light_peaks_at_theta_e(theta_e):
         assert abs(peak - theta_e / PIXSCALE) <= 1.0
 
 
-def fwhm_from_moments(img, x0, y0):
-    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
-    w = img / img.sum()
-    var = (w * ((xx - x0) ** 2 + (yy - y0) ** 2)).sum() / 2  # per axis
-    return 2 * math.sqrt(2 * math.log(2)) * math.sqrt(var)
+def fwhm_at_half_maximum(img, c):
+    """Full width [pixels] where the row through the peak pixel (c, c) falls to half its value."""
+    cut = img[c, c:] / img[c, c]
+    i = int(np.argmax(cut < 0.5))
+    return 2 * (i - 1 + (cut[i - 1] - 0.5) / (cut[i - 1] - cut[i]))
 
 
 def test_injected_point_source_has_the_fwhm_of_psfsize():
@@ -134,15 +134,20 @@ def test_injected_point_source_has_the_fwhm_of_psfsize():
                           [row[f"PSFDEPTH_{b}"] for b in BANDS], [22.04, 20.91, 18.46], noise=False)
     for b in range(3):
         assert image[b].sum() == pytest.approx(5.0, rel=1e-5)
-        assert fwhm_from_moments(image[b].astype(np.float64), c, c) * PIXSCALE == pytest.approx(psf[b], rel=0.05)
+        # pixel integration widens a 4-pixel core by ~3%
+        assert fwhm_at_half_maximum(image[b].astype(np.float64), c) * PIXSCALE == pytest.approx(psf[b], rel=0.04)
+        # a PSF with wings: a Gaussian of this FWHM holds 0.002% of its light beyond 2 FWHM, the Moffat 2%
+        r = np.hypot(*np.mgrid[0:SIZE, 0:SIZE] - c) * PIXSCALE
+        assert image[b][r > 2 * psf[b]].sum() / 5.0 > 0.01
 
 
 def test_noise_follows_the_depth_formula():
-    """sigma_pix = 1/sqrt(PSFDEPTH * 4 pi sigma_psf^2); the arc's photon variance is
-    a * sigma_pix^2 / S, measured over many draws of one arc."""
+    """sigma_pix = 1/sqrt(PSFDEPTH * NEA) with the Moffat's NEA = pi alpha^2 (2 beta - 1)/(beta - 1)^2;
+    the arc's photon variance is a * sigma_pix^2 / S, measured over many draws of one arc."""
     depth, fwhm = 900.0, 1.18
     sigma = sky_sigma_per_pixel(depth, fwhm)
-    nea = 4 * math.pi * (fwhm / 2.3548 / PIXSCALE) ** 2
+    alpha = fwhm / (2 * math.sqrt(2 ** (1 / 3) - 1)) / PIXSCALE  # beta = 3
+    nea = math.pi * alpha**2 * 5 / 4
     assert sigma == pytest.approx(1 / math.sqrt(depth * nea), rel=1e-3)
     # a 5-sigma point source at the depth: flux 5/sqrt(PSFDEPTH), optimal S/N = 5 (sky-limited)
     unit = np.zeros((SIZE, SIZE))

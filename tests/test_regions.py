@@ -27,7 +27,7 @@ from lensfinder.workflow import sweeps_to_process
 
 # Two bricks on either side of Dec 32.375 at RA 155 (b ~ +58): the south row is DECaLS's,
 # the north row BASS/MzLS's, and both trees hold both rows. One DR9 sweep (10 x 5 deg) per region.
-TWO_REGION_MOCK = dict(n_bricks_ra=1, n_bricks_dec=2, galaxies=250, stars=60, lenses=8, lookalikes=3, seed=7,
+TWO_REGION_MOCK = dict(n_bricks_ra=1, n_bricks_dec=2, galaxies=250, stars=60, lenses=8, seed=7,
                        mean_exposures=4.0, release="dr9", regions=["north", "south"], ra_center=155.0, dec_center=32.3)
 STEM = "sweep-150p030-160p035"
 REGIONS = ("north", "south")

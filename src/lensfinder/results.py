@@ -89,6 +89,11 @@ def results_table(run_dir) -> str:
             rows.append(("`meta-learner` recall at the cut by theta_E", "; ".join(
                 f"{b['theta_e_lo']:g}-{b['theta_e_hi']:g}\": {_pct(b['recall'], b['recall_ci'])} (n={b['n_lenses']})"
                 for b in meta["per_theta_e"])))
+        if meta.get("fpr_by_kind"):
+            kinds = sorted(meta["fpr_by_kind"].items(), key=lambda kv: -kv[1]["recommendation"]["fpr"])
+            rows.append(("`meta-learner` FPR at the cut by kind of nonlens (false positives / never-seen)", "; ".join(
+                f"{k} {_sci(v['recommendation']['fpr'], v['recommendation']['fpr_ci'])} "
+                f"({v['recommendation']['false_positives']}/{v['n']})" for k, v in kinds)))
         recd = sample.get("recommendations")
         if recd:
             rows.append(("never-seen lenses among the recommendations",

@@ -10,6 +10,7 @@ rule evaluate:
         rank_summary=f"{RESULTS}/recommendations/summary.json",
         recommendations=f"{RESULTS}/recommendations/recommendations.parquet",
         truth=config["evaluation"]["truth"] or [],  # the rule only runs with a truth list (rule all)
+        lookalikes=config["evaluation"].get("lookalikes") or [],
     output:
         metrics=report(f"{RESULTS}/evaluation/metrics.json", caption="../report/evaluation_metrics.rst",
                        category="6. Evaluation"),

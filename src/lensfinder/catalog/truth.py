@@ -19,11 +19,11 @@ def read_truth(path, table: pd.DataFrame, match_radius_arcsec: float) -> pd.Data
     return match_truth(load_truth(path), table, match_radius_arcsec, path)
 
 
-def load_truth(path) -> pd.DataFrame:
+def load_truth(path, setting: str = "evaluation.truth") -> pd.DataFrame:
     """A truth list (CSV or FITS) with lower-case column names."""
     path = Path(path)
     if not path.exists():
-        raise LensfinderError(f"evaluation truth list {path} does not exist: set evaluation.truth to a lens list")
+        raise LensfinderError(f"truth list {path} does not exist: point {setting} at an existing list")
     if path.suffix.lower() in (".fits", ".fit") or path.name.lower().endswith(".fits.gz"):
         from astropy.table import Table
 
@@ -38,6 +38,15 @@ def match_truth(truth: pd.DataFrame, table: pd.DataFrame, match_radius_arcsec: f
     """``read_truth`` on a loaded list: by keys (release, brickid, objid), else by the nearest
     object within ``match_radius_arcsec`` of (ra, dec)."""
     theta = truth["theta_e"].to_numpy(np.float64) if "theta_e" in truth else np.full(len(truth), np.nan)
+    where = truth_rows(truth, table, match_radius_arcsec, path)
+    found = where >= 0
+    lenses = pd.DataFrame({"THETA_E": theta[found]}, index=table.index[where[found]])
+    return lenses[~lenses.index.duplicated()]
+
+
+def truth_rows(truth: pd.DataFrame, table: pd.DataFrame, match_radius_arcsec: float, path="the truth list"):
+    """For each row of a loaded truth list, the position of its object in ``table`` (-1: none):
+    by keys (release, brickid, objid), else the nearest object within the radius of (ra, dec)."""
     if {"release", "brickid", "objid"} <= set(truth.columns):
         keys = pd.MultiIndex.from_arrays([truth[k.lower()].astype(np.int64) for k in KEY])
         where = pd.MultiIndex.from_frame(table[list(KEY)].astype(np.int64)).get_indexer(keys)
@@ -47,6 +56,4 @@ def match_truth(truth: pd.DataFrame, table: pd.DataFrame, match_radius_arcsec: f
     else:
         raise LensfinderError(f"evaluation truth list {path} needs columns release, brickid, objid or ra, dec; "
                               f"it has {list(truth.columns)}")
-    found = where >= 0
-    lenses = pd.DataFrame({"THETA_E": theta[found]}, index=table.index[where[found]])
-    return lenses[~lenses.index.duplicated()]
+    return where

@@ -14,7 +14,11 @@ hidden mock lenses among them, are left out), against a truth list of lenses:
   sample's own density (the mock holds ~6% lenses: its own purity says little about the
   sky);
 * the same per Tractor TYPE, and recall per Einstein-radius bin where the truth gives
-  ``theta_e`` (arcsec).
+  ``theta_e`` (arcsec);
+* with a contaminant list (``lookalikes``: the mock's ``truth/lookalikes.csv``, keys or
+  ra, dec and a ``kind`` column), the false-positive rate of each kind of nonlens (spirals,
+  rings, mergers, artefacts, ...; ``field`` for the others) at the recommendation cut and in
+  the top fractions, with Wilson intervals (``fpr_by_kind``).
 
 Top-N counts use ``lensfinder.metrics.expected_top``: ties count at their average and the
 object crossing N counts fractionally. Scores are float32 logits, never probabilities.
@@ -35,7 +39,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from lensfinder.catalog.truth import read_truth
+from lensfinder.catalog.truth import load_truth, read_truth, truth_rows
 from lensfinder.constants import KEY
 from lensfinder.errors import LensfinderError
 from lensfinder.files import atomic_path
@@ -56,6 +60,7 @@ class EvaluationConfig(Settings):
     top_fractions: list = field(default_factory=lambda: [1e-4, 1e-3, 1e-2])
     theta_e_bins: list = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 2.5, 3.0])  # arcsec
     match_radius_arcsec: float = 1.5  # ra/dec truth lists: nearest scored object within this
+    lookalikes: str | None = None  # contaminants by kind: keys or ra, dec and a kind column
 
 
 def scorer_columns(models) -> dict:
@@ -83,6 +88,41 @@ def truth_arrays(table: pd.DataFrame, cfg: "EvaluationConfig"):
     return is_lens, theta
 
 
+FIELD_KIND = "field"  # a nonlens on no contaminant list
+
+
+def kind_array(table: pd.DataFrame, cfg: "EvaluationConfig") -> np.ndarray | None:
+    """The contaminant kind of every row of ``table`` (``FIELD_KIND`` where none), or None
+    without a contaminant list."""
+    if not cfg.lookalikes:
+        return None
+    looks = load_truth(cfg.lookalikes, "evaluation.lookalikes")
+    if "kind" not in looks:
+        raise LensfinderError(f"contaminant list {cfg.lookalikes} has no kind column (columns: {list(looks.columns)})")
+    where = truth_rows(looks, table, cfg.match_radius_arcsec, cfg.lookalikes)
+    kinds = np.full(len(table), FIELD_KIND, dtype=object)
+    kinds[where[where >= 0]] = looks["kind"].astype(str).to_numpy()[where >= 0]
+    return kinds
+
+
+def fpr_by_kind(y, s, kinds, threshold: float, top_counts: dict) -> dict:
+    """False-positive rate of each kind of nonlens at the recommendation cut (score >=
+    ``threshold``) and in each named top N (``top_counts``; ties shared out as in
+    ``expected_top``, so counts may be fractional)."""
+    out = {}
+    for kind in sorted(set(kinds[~y])):
+        m = ~y & (kinds == kind)
+        n = int(m.sum())
+        cuts = {"recommendation": float((s[m] >= threshold).sum())}
+        for name, top in top_counts.items():
+            cuts[name] = expected_top(m, s, top)[0]
+        entry = {"n": n}
+        for name, fp in cuts.items():
+            entry[name] = {"false_positives": fp, "fpr": fp / n, "fpr_ci": list(wilson_interval(fp, n))}
+        out[kind] = entry
+    return out
+
+
 def never_seen(table: pd.DataFrame, labels_path) -> np.ndarray:
     """Rows of ``table`` that are in neither split of the training set."""
     labels = pd.read_parquet(labels_path, columns=list(KEY))
@@ -104,10 +144,10 @@ def _auc(y, s):
     return {"auc": auc, "auc_ci": list(auc_interval(auc, int(y.sum()), int((~y).sum())))}
 
 
-def evaluate_scorer(y, s, types, theta, threshold, cfg: EvaluationConfig) -> dict:
+def evaluate_scorer(y, s, types, theta, threshold, cfg: EvaluationConfig, kinds=None) -> dict:
     """Every figure of one scorer on the never-seen objects (``y`` lens flags, ``s`` logits,
     ``types`` Tractor TYPE, ``theta`` Einstein radius in arcsec or NaN, ``threshold`` the
-    scorer's recommendation cut)."""
+    scorer's recommendation cut, ``kinds`` each object's contaminant kind or None)."""
     f = cfg.sky_lens_fraction
     out = {"n_lenses": int(y.sum()), "n_nonlenses": int((~y).sum()), **_auc(y, s),
            "cut": {"threshold_logit": float(threshold), **_cut_rates(y, s, threshold, f)}, "top_fractions": {}}
@@ -129,6 +169,8 @@ def evaluate_scorer(y, s, types, theta, threshold, cfg: EvaluationConfig) -> dic
         out["per_theta_e"].append({"theta_e_lo": lo, "theta_e_hi": hi, "n_lenses": int(m.sum()), "recovered": found,
                                    "recall": found / int(m.sum()),
                                    "recall_ci": list(wilson_interval(found, int(m.sum())))})
+    if kinds is not None:
+        out["fpr_by_kind"] = fpr_by_kind(y, s, kinds, threshold, {f"top {q:g}": q * len(y) for q in cfg.top_fractions})
     return out
 
 
@@ -145,6 +187,7 @@ def evaluate_run(score_paths: dict, objects_paths, meta_path, labels_path, rank_
     n_cut = int(summary["selected"])
     table = table[finite].reset_index(drop=True)
     is_lens, theta = truth_arrays(table, cfg)
+    kinds = kind_array(table, cfg)
     unseen = never_seen(table, labels_path)
     y, types = is_lens[unseen], table["TYPE"].astype(str).str.strip().to_numpy()[unseen]
     if not y.any():
@@ -154,6 +197,7 @@ def evaluate_run(score_paths: dict, objects_paths, meta_path, labels_path, rank_
         "scored_objects": int(len(table) + (~finite).sum()), "non_finite_scores": int((~finite).sum()),
         "never_seen_objects": int(unseen.sum()), "never_seen_lenses": int(y.sum()),
         "truth_lenses_scored": int(is_lens.sum()), "truth": str(cfg.truth),
+        "lookalikes": str(cfg.lookalikes) if cfg.lookalikes else None,
         # real and injected lenses apart: these figures are the truth list's real lenses; the training
         # set's injected positives (SOURCE=injection) are measured by the selection function
         "never_seen_lenses_are": "real (the truth list)", "training_lenses": training_lenses(labels_path),
@@ -163,7 +207,8 @@ def evaluate_run(score_paths: dict, objects_paths, meta_path, labels_path, rank_
         s_all = table[col].to_numpy()
         # each scorer's own cut selects as many scored objects as the ensemble's cut did
         threshold = np.sort(s_all)[::-1][n_cut - 1] if 0 < n_cut <= len(s_all) else np.inf
-        metrics[name] = evaluate_scorer(y, s_all[unseen], types, theta[unseen], threshold, cfg)
+        metrics[name] = evaluate_scorer(y, s_all[unseen], types, theta[unseen], threshold, cfg,
+                                        None if kinds is None else kinds[unseen])
     if recommendations_path is not None:
         metrics["_sample"]["recommendations"] = _recommended(recommendations_path, table, is_lens, unseen)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +260,10 @@ def flatten(metrics: dict) -> pd.DataFrame:
         for b in m["per_theta_e"]:
             row(name, f"theta_e=[{b['theta_e_lo']:g},{b['theta_e_hi']:g})", "recommendation",
                 {"recall": b["recall"], "recall_ci": b["recall_ci"]}, {"n_lenses": b["n_lenses"]})
+        for kind, k in m.get("fpr_by_kind", {}).items():
+            for cut, rates in k.items():
+                if cut != "n":
+                    row(name, f"kind={kind}", cut, rates, {"n_lenses": 0, "n_nonlenses": k["n"]})
     return pd.DataFrame(rows)
 
 
@@ -226,7 +275,8 @@ def plot_pr_sky(y, scores: dict, metrics, cfg: EvaluationConfig, path):
 
     f = cfg.sky_lens_fraction
     fpr_floor = 0.5 / max(int((~y).sum()), 1)  # half a false positive: where FPR = 0 is drawn
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    by_kind = metrics["meta-learner"].get("fpr_by_kind")
+    fig, axes = plt.subplots(1, 4 if by_kind else 3, figsize=(20 if by_kind else 15, 4.2))
     for i, (name, s) in enumerate(scores.items()):
         fpr, tpr, _ = roc_curve(y, s)
         color = f"C{i}"
@@ -265,4 +315,25 @@ def plot_pr_sky(y, scores: dict, metrics, cfg: EvaluationConfig, path):
     axes[2].set_xlabel("Einstein radius theta_E (arcsec)")
     axes[2].set_ylabel("recall at the recommendation cut")
     axes[2].set_title("meta-learner, never-seen lenses (Wilson 95%)", fontsize=9)
+    if by_kind:
+        plot_fpr_by_kind(axes[3], by_kind, fpr_floor)
     save_figure(fig, path)
+
+
+def plot_fpr_by_kind(ax, by_kind: dict, fpr_floor: float):
+    """The meta-learner's false-positive rate of each kind of nonlens at the recommendation
+    cut, with Wilson 95% intervals; a kind with none drawn at half a false positive."""
+    kinds = sorted(by_kind, key=lambda k: by_kind[k]["recommendation"]["fpr"])
+    y = np.arange(len(kinds))
+    for i, k in enumerate(kinds):
+        r, n = by_kind[k]["recommendation"], by_kind[k]["n"]
+        floor = 0.5 / n
+        value = max(r["fpr"], floor)
+        ax.errorbar(value, i, xerr=[[value - max(r["fpr_ci"][0], floor / 2)], [max(r["fpr_ci"][1] - value, 0)]],
+                    fmt="o" if r["false_positives"] else "<", color="C3" if k != FIELD_KIND else "k", capsize=2)
+        ax.text(1.05, i, f"{r['false_positives']}/{n}", transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+    ax.set_yticks(y, kinds, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(min(fpr_floor, 0.1 / max(by_kind[k]["n"] for k in kinds)), 1)
+    ax.set_xlabel("false-positive rate at the recommendation cut")
+    ax.set_title("meta-learner, never-seen nonlenses by kind (<: none; Wilson 95%)", fontsize=9)

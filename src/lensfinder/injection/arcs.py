@@ -29,14 +29,13 @@ lenses, ``lensfinder.mock.light.lensed_shape``) at ``oversample`` x ``oversample
 pixel, averaged to pixels, over the part of the cutout the light can reach. The source is
 normalised by its analytic total flux (``LightModel.total_flux``), not on a finite grid,
 so any Sersic index is exact; the pixel sum is the total magnification. Each band is then
-scaled to the source's flux and blurred with a Gaussian PSF of the object's own
-``PSFSIZE_{G,R,Z}`` (FWHM, arcsec), as in ``lensfinder.mock.light``.
+scaled to the source's flux and convolved with the Moffat PSF of the object's own
+``PSFSIZE_{G,R,Z}`` (FWHM, arcsec): the PSF the mock renders with (``lensfinder.mock.optics``).
 
 Noise (``add_arc``): the cutout already holds the sky's noise; the arc adds its own photon
-noise. The per-pixel sky noise comes from the depth: ``PSFDEPTH`` is the inverse variance
-of a point source's flux, and for a Gaussian PSF of width sigma_psf = FWHM / 2.3548 the
-optimal point-source flux has variance sigma_pix^2 * NEA with the noise-equivalent area
-NEA = 4 pi (sigma_psf / 0.262")^2 pixels, so
+noise, by the mock's law. The per-pixel sky noise comes from the depth: ``PSFDEPTH`` is the
+inverse variance of a point source's flux, the optimal point-source flux has variance
+sigma_pix^2 * NEA with the Moffat PSF's noise-equivalent area NEA [pixels], so
 
     sigma_pix = 1 / sqrt(PSFDEPTH * NEA)                       [nanomaggy per pixel].
 
@@ -59,12 +58,13 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from lensfinder.constants import BANDS, PIXSCALE
 from lensfinder.errors import LensfinderError
 from lensfinder.injection.config import InjectionConfig, LensParams
-from lensfinder.mock.light import FWHM_TO_SIGMA
+from lensfinder.mock.optics import convolve_psf, counts_per_nanomaggy, sky_sigma_per_pixel
+
+__all__ = ["add_arc", "counts_per_nanomaggy", "deflector_centre", "inject", "lensed_unit_image", "sky_sigma_per_pixel"]
 
 log = logging.getLogger(__name__)
 
@@ -106,22 +106,6 @@ def lensed_unit_image(params: LensParams, size: int, x0: float, y0: float, pixsc
     return image, float(stamp.sum())
 
 
-def sky_sigma_per_pixel(psf_depth, psf_fwhm, pixscale: float = PIXSCALE):
-    """Per-pixel sky noise [nanomaggy] from the 5-sigma point-source depth as an inverse
-    variance (PSFDEPTH, 1/nanomaggy^2) and the PSF FWHM [arcsec]: 1 / sqrt(PSFDEPTH * NEA),
-    NEA = 4 pi (FWHM / 2.3548 / pixscale)^2 pixels (Gaussian PSF)."""
-    nea = 4 * np.pi * (np.asarray(psf_fwhm, dtype=np.float64) * FWHM_TO_SIGMA / pixscale) ** 2
-    return 1.0 / np.sqrt(np.asarray(psf_depth, dtype=np.float64) * nea)
-
-
-def counts_per_nanomaggy(sky_mag_per_arcsec2, sky_sigma, pixscale: float = PIXSCALE):
-    """Photon counts per nanomaggy, k = S / sigma_pix^2, with S the sky per pixel [nmgy]
-    of a sky of ``sky_mag_per_arcsec2``: the scale at which the pixel noise is the sky's
-    photon noise."""
-    sky = 10 ** (-0.4 * (np.asarray(sky_mag_per_arcsec2, dtype=np.float64) - 22.5)) * pixscale**2
-    return sky / np.asarray(sky_sigma, dtype=np.float64) ** 2
-
-
 def add_arc(cutout, unit_image, fluxes, psf_fwhm, psf_depth, sky_mag, rng=None, noise=True,
             pixscale: float = PIXSCALE):
     """Paint the arc onto a (3, H, W) nanomaggy cutout; returns (float32 image, info).
@@ -129,7 +113,7 @@ def add_arc(cutout, unit_image, fluxes, psf_fwhm, psf_depth, sky_mag, rng=None, 
     ``unit_image``: (H, W) flux per pixel of a unit-flux source before the PSF (e.g.
     ``lensed_unit_image``); ``fluxes``, ``psf_fwhm`` [arcsec], ``psf_depth`` (PSFDEPTH) and
     ``sky_mag`` [mag/arcsec^2] per band g, r, z. Each band: scaled to its flux, blurred with
-    its Gaussian PSF, photon noise added (``noise``; ``rng`` a numpy Generator), and added
+    its Moffat PSF, photon noise added (``noise``; ``rng`` a numpy Generator), and added
     only where the arc has light. Info: ARC_FLUX_b (noise-free flux added in the cutout),
     ARC_SNR_b, ARC_SNR (quadrature over bands) and SKY_SIGMA_b (nanomaggy per pixel).
     """
@@ -140,7 +124,7 @@ def add_arc(cutout, unit_image, fluxes, psf_fwhm, psf_depth, sky_mag, rng=None, 
         if not (np.isfinite(sigma_pix) and sigma_pix > 0):
             raise LensfinderError(f"band {band}: PSFDEPTH {psf_depth[b]} and PSFSIZE {psf_fwhm[b]} give no sky noise: "
                                   "a deflector needs positive PSFSIZE and PSFDEPTH in every band")
-        arc = gaussian_filter(unit_image * float(fluxes[b]), psf_fwhm[b] * FWHM_TO_SIGMA / pixscale, mode="constant")
+        arc = convolve_psf(unit_image * float(fluxes[b]), psf_fwhm[b], pixscale)
         var_arc = np.maximum(arc, 0.0) / counts_per_nanomaggy(sky_mag[b], sigma_pix, pixscale)
         snr = float(np.sqrt(np.sum(arc**2 / (sigma_pix**2 + var_arc))))
         lit = arc != 0.0  # pixels the arc reaches; all others keep their bits

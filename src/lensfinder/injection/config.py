@@ -12,11 +12,10 @@ import numpy as np
 from lensfinder.constants import BANDS
 from lensfinder.errors import LensfinderError
 from lensfinder.mock.light import sersic_b
+from lensfinder.mock.optics import DECAM_SKY_MAG  # nominal DECam zenith dark sky [AB mag/arcsec^2]
 from lensfinder.settings import Settings, check_keys
 
 INJECTION_RELEASE = 0  # the RELEASE of an injection's key: no survey release is 0
-# nominal DECam zenith dark-sky brightness [AB mag / arcsec^2] (legacyzpts / obsbot)
-DECAM_SKY_MAG = {"g": 22.04, "r": 20.91, "z": 18.46}
 PRIOR_NAMES = ("theta_e", "source_mag", "source_r_e", "source_n", "source_g_r", "source_r_z", "source_q", "lens_q",
                "shear")
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from lensfinder.constants import BANDS, REGIONS, RELEASE_REGIONS
 from lensfinder.errors import LensfinderError
+from lensfinder.mock import zoo
 from lensfinder.settings import Settings
 from lensfinder.survey.bricks import BrickGrid
 from lensfinder.survey.positions import photometric_region
@@ -33,9 +34,9 @@ class MockConfig(Settings):
     image_size: int = 3600
     galaxies: int = 1500  # field galaxies down to z = 22.5
     stars: int = 300
-    lenses: int = 20
-    lookalikes: int = 12  # split evenly between blue companions, spirals and rings
-    catalogued_fraction: float = 0.6
+    lenses: int = 20  # deflectors chosen among the field galaxies by their lensing cross-section
+    contaminants: dict = field(default_factory=dict)  # kind: fraction of bright galaxies (lensfinder.mock.zoo)
+    catalogued_fraction: float = 0.8  # of the conspicuous lenses (fewer of the others: lensfinder.mock.write)
     noise: bool = True
     mean_exposures: float = 5.5  # mean NOBS per band (Poisson across the area)
     psf_variation: float = 0.08  # per-brick PSF FWHM scatter (fraction)
@@ -48,6 +49,7 @@ class MockConfig(Settings):
         regions = list(self.regions)
         if not regions or len(set(regions)) != len(regions) or not set(regions) <= set(REGIONS):
             raise LensfinderError(f"mock.regions {regions} must list south and/or north, each once")
+        zoo.fractions(self.contaminants)  # a bad kind or fraction fails here, naming it
         if not set(regions) <= set(RELEASE_REGIONS[self.release]):
             raise LensfinderError(f"mock.regions {regions}: {self.release.upper()} has no north region "
                                   "(BASS/MzLS are in DR9): set mock.release: dr9")

@@ -9,17 +9,21 @@ code: ``render_image(components, wcs, shape, psf_fwhm)``.
 
 Rendering: each component is sampled on an oversampled stamp of the target grid,
 averaged to pixels, normalised to its flux (or, for lensed light, integrated as
-absolute surface brightness), blurred with the band's Gaussian PSF and added. Profiles
-are truncated at the stamp edge (about 6 half-light radii), as the Tractor's are.
+absolute surface brightness), convolved with the band's Moffat PSF
+(``lensfinder.mock.optics``: the same PSF as injected arcs get) and added; a point source
+is the pixel-integrated PSF itself. Profiles are truncated at the stamp edge (about 6
+half-light radii), as the Tractor's are.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+
+from lensfinder.mock import optics
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 MAX_STAMP_HALF = 110  # pixels
@@ -103,12 +107,15 @@ def spiral_shape(r_disc, pitch_deg, arms=2, e1=0.0, e2=0.0, phase=0.0):
     return shape
 
 
-def lensed_shape(theta_e, q_e1, q_e2, gamma1, gamma2, src_offset, src_r_e, src_n, src_e1, src_e2):
-    """Surface brightness of a Sersic source lensed by SIE + external shear (lenstronomy).
+def lensed_shape(theta_e, q_e1, q_e2, gamma1, gamma2, src_offset, src_r_e, src_n, src_e1, src_e2, knots=None):
+    """Surface brightness of a source lensed by SIE + external shear (lenstronomy).
 
-    Offsets are relative to the deflector centre, in arcsec (x = East, y = North). The
-    returned shape integrates to 1 over the *unlensed* source plane, so multiplying by
-    the source's flux gives nanomaggies per arcsec^2 in the image plane.
+    The source is a Sersic disc (``src_r_e`` [arcsec], index ``src_n``, ellipticity) or, with
+    ``knots`` (a list of (x, y, sigma) [arcsec] offsets from the source centre, equal flux
+    each), its star-forming knots as Gaussians. Offsets are relative to the deflector centre,
+    in arcsec (x = East, y = North). The returned shape integrates to 1 over the *unlensed*
+    source plane, so multiplying by the source's flux gives nanomaggies per arcsec^2 in the
+    image plane.
     """
     from lenstronomy.LensModel.lens_model import LensModel
     from lenstronomy.LightModel.light_model import LightModel
@@ -118,22 +125,19 @@ def lensed_shape(theta_e, q_e1, q_e2, gamma1, gamma2, src_offset, src_r_e, src_n
         {"theta_E": theta_e, "e1": q_e1, "e2": q_e2, "center_x": 0.0, "center_y": 0.0},
         {"gamma1": gamma1, "gamma2": gamma2, "ra_0": 0.0, "dec_0": 0.0},
     ]
-    light = LightModel(["SERSIC_ELLIPSE"])
-    kw_src = [
-        {
-            "amp": 1.0,
-            "R_sersic": src_r_e,
-            "n_sersic": src_n,
-            "e1": src_e1,
-            "e2": src_e2,
-            "center_x": src_offset[0],
-            "center_y": src_offset[1],
-        }
-    ]
+    sx, sy = src_offset
+    if knots:
+        light = LightModel(["GAUSSIAN"] * len(knots))
+        kw_src = [{"amp": 1.0, "sigma": s, "center_x": sx + x, "center_y": sy + y} for x, y, s in knots]
+        half = max(max(math.hypot(x, y) + 6 * s for x, y, s in knots), 0.3)
+    else:
+        light = LightModel(["SERSIC_ELLIPSE"])
+        kw_src = [{"amp": 1.0, "R_sersic": src_r_e, "n_sersic": src_n, "e1": src_e1, "e2": src_e2,
+                   "center_x": sx, "center_y": sy}]
+        half = 8 * src_r_e
     # Normalise numerically on a fine source-plane grid: unit total unlensed flux.
-    half = 8 * src_r_e
     g = np.linspace(-half, half, 401)
-    gx, gy = np.meshgrid(g + src_offset[0], g + src_offset[1])
+    gx, gy = np.meshgrid(g + sx, g + sy)
     norm = light.surface_brightness(gx, gy, kw_src).sum() * (g[1] - g[0]) ** 2
 
     def shape(dx, dy):
@@ -170,7 +174,7 @@ def _pixel_scale(jac):
 def render_image(components, wcs, shape, psf_fwhm, band_index) -> np.ndarray:
     """Render components in one band onto the pixel grid of ``wcs`` (image shape (H, W)).
 
-    ``psf_fwhm`` [arcsec] is the band's Gaussian PSF; ``band_index`` picks the flux
+    ``psf_fwhm`` [arcsec] is the FWHM of the band's Moffat PSF; ``band_index`` picks the flux
     (0 g, 1 r, 2 z). Returns float32 nanomaggies per pixel (no noise).
     """
     h, w = shape
@@ -185,14 +189,13 @@ def render_image(components, wcs, shape, psf_fwhm, band_index) -> np.ndarray:
         flux = float(comp.flux[band_index])
         if flux == 0.0:
             continue
-        scale = _pixel_scale(jac)
-        sigma_pix = psf_fwhm * FWHM_TO_SIGMA / scale
-        half = int(np.ceil((comp.extent / scale) + 4 * sigma_pix + 2))
+        scale = round(_pixel_scale(jac), 4)  # arcsec/pixel; varies by < 1e-4 across a brick
+        half = int(np.ceil(comp.extent / scale)) + optics.kernel_radius(psf_fwhm, scale) + 2
         half = min(half, MAX_STAMP_HALF)
         xc, yc = int(np.round(x0)), int(np.round(y0))
         if xc + half < 0 or yc + half < 0 or xc - half >= w or yc - half >= h:
             continue
-        stamp = _render_stamp(comp, x0 - xc, y0 - yc, half, jac, scale, sigma_pix)
+        stamp = _render_stamp(comp, x0 - xc, y0 - yc, half, jac, scale, psf_fwhm)
         stamp *= flux
         # add the overlapping part
         x_lo, y_lo = xc - half, yc - half
@@ -203,22 +206,16 @@ def render_image(components, wcs, shape, psf_fwhm, band_index) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def _render_stamp(comp, fx, fy, half, jac, scale, sigma_pix):
-    """A (2 half + 1)^2 stamp centred on the pixel nearest the component, unit flux.
+def _render_stamp(comp, fx, fy, half, jac, scale, psf_fwhm):
+    """A (2 half + 1)^2 stamp centred on the pixel nearest the component, unit flux, with the PSF.
 
     (fx, fy): the component's sub-pixel offset from the stamp's centre pixel.
     """
-    n = 2 * half + 1
-    if comp.shape is None:
-        # Point source: the Gaussian PSF integrated over each pixel (separable erf).
-        from scipy.special import erf
+    from scipy.signal import fftconvolve
 
-        edges = np.arange(-half - 0.5, half + 1.5)
-        s = sigma_pix * np.sqrt(2.0)
-        px = np.diff(0.5 * erf((edges - fx) / s))
-        py = np.diff(0.5 * erf((edges - fy) / s))
-        stamp = np.outer(py, px)
-        return stamp / max(stamp.sum(), 1e-30)
+    n = 2 * half + 1
+    if comp.shape is None:  # point source: the pixel-integrated PSF itself
+        return optics.psf_stamp(psf_fwhm, scale, fx, fy, radius=half)
     ov = comp.oversample
     sub = (np.arange(n * ov) + 0.5) / ov - 0.5 - half  # sub-pixel centres in pixel units
     px, py = np.meshgrid(sub - fx, sub - fy)
@@ -230,4 +227,4 @@ def _render_stamp(comp, fx, fy, half, jac, scale, sigma_pix):
         stamp = stamp * scale**2  # per arcsec^2 -> per pixel
     else:
         stamp = stamp / max(stamp.sum(), 1e-30)
-    return gaussian_filter(stamp, sigma_pix, mode="constant", truncate=4.0)
+    return fftconvolve(stamp, optics.psf_kernel(psf_fwhm, scale), mode="same")

@@ -10,6 +10,7 @@ import numpy as np
 
 from lensfinder.constants import BANDS, EXTINCTION_R
 from lensfinder.mock import light as sky
+from lensfinder.mock import populations, zoo
 from lensfinder.mock.layout import MockConfig, mock_bricks
 from lensfinder.survey.positions import photometric_region
 
@@ -22,7 +23,6 @@ REGION_DEPTH_1EXP = {"south": DEPTH_1EXP, "north": {"g": 23.2, "r": 22.7, "z": 2
 REGION_SURVEY = {"south": "DECaLS", "north": "BASS+MzLS"}
 RELEASE_NUMBERS = {("dr10", "south"): 10000, ("dr9", "south"): 9010, ("dr9", "north"): 9011}
 TYPE_FRACTIONS = {"SER": 0.49, "DEV": 0.18, "REX": 0.22, "EXP": 0.11}  # DR10 z < 20 non-PSF
-DEFLECTOR_TYPES = {"SER": 0.70, "DEV": 0.19, "REX": 0.08, "EXP": 0.03}  # paper IV's training lenses
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Source:
     sersic: float = 0.0
     components: list = field(default_factory=list)
     kind: str = "field"
+    red: bool = False  # colour class (red sequence or blue cloud)
+    zmag: float = 0.0  # z-band AB magnitude before Galactic extinction
 
 
 def _mag_to_flux(mag):
@@ -56,9 +58,14 @@ def _fluxes_from_z(zmag, g_r, r_z, transmission):
     return _mag_to_flux(mags) * transmission
 
 
+# Red-sequence fraction by Tractor type: early types are mostly red, but discs and compact
+# galaxies can be red too (a red object is not thereby a lens deflector).
+RED_FRACTION = {"DEV": 0.85, "SER": 0.6, "EXP": 0.3, "REX": 0.35}
+
+
 def _galaxy(rng, ra, dec, zmag, gtype, transmission, red=None, size_scale=1.0) -> Source:
     if red is None:
-        red = gtype == "DEV" or (gtype == "SER" and rng.random() < 0.6)
+        red = bool(rng.random() < RED_FRACTION[gtype])
     g_r, r_z = _colours(rng, red)
     flux = _fluxes_from_z(zmag, g_r, r_z, transmission)
     median_re = {"REX": 0.5, "DEV": 1.0, "EXP": 1.3, "SER": 1.2}[gtype] * 10 ** (-0.15 * (zmag - 19.0))
@@ -72,7 +79,16 @@ def _galaxy(rng, ra, dec, zmag, gtype, transmission, red=None, size_scale=1.0) -
     n = {"REX": 1.0, "EXP": 1.0, "DEV": 4.0}.get(gtype) or float(rng.uniform(0.6, 5.5))
     comp = sky.Component(ra, dec, flux, sky.sersic_shape(r_e, n, e1, e2), extent=min(6 * r_e, 25.0),
                          oversample=5 if r_e < 1.0 else 3)
-    return Source(ra, dec, gtype, flux, r_e, e1, e2, n, [comp])
+    return Source(ra, dec, gtype, flux, r_e, e1, e2, n, [comp], red=bool(red), zmag=float(zmag))
+
+
+def _magnification(arcs, total_flux, extent, step=0.04) -> float:
+    """Total magnification of a lensed source: its arcs' image-plane light [nmgy, g band],
+    integrated on a ``step``-arcsec grid out to ``extent``, over its unlensed flux."""
+    g = np.arange(-extent, extent, step) + step / 2
+    dx, dy = np.meshgrid(g, g)
+    light = sum(float(c.flux[0]) * c.shape(dx, dy).sum() for c in arcs) * step**2
+    return light / float(total_flux[0])
 
 
 def _offset(ra, dec, east, north):
@@ -91,6 +107,7 @@ class MockSky:
         self.sources: list[Source] = []
         self.lenses: list[dict] = []
         self.lookalikes: list[dict] = []
+        self.light_only: list[Source] = []  # artefacts with no catalogue row (ghosts)
         b = self.bricks
         pad = 0.2
         self.area = (b["RA1"].min() - pad, b["RA2"].max() + pad, b["DEC1"].min() - pad, b["DEC2"].max() + pad)
@@ -197,90 +214,202 @@ class MockSky:
                 src = _galaxy(rng, ra, dec, rng.uniform(17.5, 19.5), self._draw_type(), self.transmission(ra, dec))
                 src.kind = "corner"
                 self.sources.append(src)
-        for i in range(cfg.lenses * nb):
-            self._add_lens(i)
-        kinds = ("companion", "spiral", "ring")
-        for i in range(cfg.lookalikes * nb):
-            getattr(self, f"_add_{kinds[i % 3]}")(i)
+        self._add_lenses(cfg.lenses * nb)
+        self._add_contaminants(zoo.fractions(cfg.contaminants))
 
-    def _add_lens(self, i):
+    def _bright_field(self) -> list[Source]:
+        """Field galaxies a search could select (z < zoo.BRIGHT_ZMAG), not yet a lens or a look-alike."""
+        return [s for s in self.sources if s.kind == "field" and s.type != "PSF" and s.zmag < zoo.BRIGHT_ZMAG]
+
+    # -- lenses: field galaxies chosen by their cross-section (lensfinder.mock.populations)
+    def _add_lenses(self, n: int):
         rng = self.rng
-        ra, dec = self._random_position(margin_arcsec=2.0)
+        pool = self._bright_field()
+        if not pool:
+            return
+        cand = populations.lens_candidates(rng, [s.zmag for s in pool], [s.red for s in pool])
+        for i, j in enumerate(populations.choose_deflectors(rng, cand["theta_e"], n)):
+            self._make_lens(i, pool[j], {k: float(v[j]) for k, v in cand.items()})
+
+    def _make_lens(self, i, defl: Source, physics: dict):
+        rng = self.rng
+        theta_e = physics["theta_e"]
+        ra, dec = defl.ra, defl.dec
         trans = self.transmission(ra, dec)
-        types, p = zip(*DEFLECTOR_TYPES.items())
-        gtype = str(rng.choice(types, p=p))
-        defl = _galaxy(rng, ra, dec, rng.uniform(17.0, 19.5), gtype, trans, red=True, size_scale=1.3)
+        q_e, phi = rng.uniform(0.0, 0.3), rng.uniform(0, np.pi)
+        shear, sphi = rng.uniform(0.0, 0.08), rng.uniform(0, np.pi)
+        src = populations.draw_source(rng, theta_e)
+        lens_args = (theta_e, q_e * math.cos(2 * phi), q_e * math.sin(2 * phi), shear * math.cos(2 * sphi),
+                     shear * math.sin(2 * sphi), src["offset"])
+        g = src["mag_g"]
+        total = _mag_to_flux(np.array([g, g - src["g_r"], g - src["g_r"] - src["r_z"]])) * trans
+        f = src["knot_fraction"]
+        extent = theta_e + math.hypot(*src["offset"]) + 3 * src["r_e"] + 1.5  # holds every image
+        disc = sky.Component(ra, dec, total * (1 - f), sky.lensed_shape(*lens_args, src["r_e"], 1.0, src["e1"], src["e2"]),
+                             extent=extent, absolute=True, oversample=4)
+        defl.components.append(disc)
+        if f > 0:  # knots 0.1 mag bluer in g - r than the disc, same total colour budget otherwise
+            bluer = _mag_to_flux(np.array([g - 0.1, g - src["g_r"], g - src["g_r"] - src["r_z"]])) * trans
+            knots = sky.lensed_shape(*lens_args, src["r_e"], 1.0, 0.0, 0.0, knots=src["knots"])
+            defl.components.append(sky.Component(ra, dec, bluer * f, knots, extent=extent, absolute=True, oversample=4))
+        mu = _magnification(defl.components[1:], total, extent)
         defl.kind = "lens"
-        theta_e = float(rng.uniform(1.0, 3.0))
-        q_e = rng.uniform(0.0, 0.3)
-        phi = rng.uniform(0, np.pi)
-        shear = rng.uniform(0.0, 0.08)
-        sphi = rng.uniform(0, np.pi)
-        beta = theta_e * 0.6 * math.sqrt(rng.random())
-        bphi = rng.uniform(0, 2 * np.pi)
-        src_off = (beta * math.cos(bphi), beta * math.sin(bphi))
-        src_re = float(rng.uniform(0.15, 0.5))
-        se, sphi2 = rng.uniform(0, 0.4), rng.uniform(0, np.pi)
-        src_g = float(rng.uniform(21.0, 23.0))
-        g_r, r_z = rng.normal(0.25, 0.1), rng.normal(0.2, 0.1)
-        src_flux = _mag_to_flux(np.array([src_g, src_g - g_r, src_g - g_r - r_z])) * trans
-        shape = sky.lensed_shape(
-            theta_e, q_e * math.cos(2 * phi), q_e * math.sin(2 * phi), shear * math.cos(2 * sphi),
-            shear * math.sin(2 * sphi), src_off, src_re, 1.0, se * math.cos(2 * sphi2), se * math.sin(2 * sphi2),
-        )
-        arc = sky.Component(ra, dec, src_flux, shape, extent=theta_e + 2.5, absolute=True, oversample=4)
-        defl.components.append(arc)
-        self.sources.append(defl)
-        self.lenses.append(
-            {
-                "lens_id": f"L{i:04d}", "ra": ra, "dec": dec, "theta_e": theta_e, "sie_e": q_e,
-                "shear": shear, "source_r_e": src_re, "source_mag_g": src_g,
-                "source_flux_g": src_flux[0], "source_flux_r": src_flux[1], "source_flux_z": src_flux[2],
-                "_source": defl, "_arc": arc,
-            }
-        )
+        self.lenses.append({
+            "lens_id": f"L{i:04d}", "ra": ra, "dec": dec, "theta_e": theta_e, "sie_e": q_e, "shear": shear,
+            "z_d": physics["z_d"], "z_s": physics["z_s"], "sigma_v": physics["sigma_v"],
+            "source_r_e": src["r_e"], "source_knots": len(src["knots"]), "source_mag_g": g,
+            "source_offset": math.hypot(*src["offset"]), "magnification": mu,
+            "arc_mag_g": g - 2.5 * math.log10(max(mu, 1e-6)),
+            "arc_contrast": populations.arc_contrast(mu * total[0], defl.flux[0], defl.shape_r, defl.sersic, theta_e),
+            "source_flux_g": total[0], "source_flux_r": total[1], "source_flux_z": total[2],
+            "_source": defl,
+        })
 
-    def _add_companion(self, i):
+    # -- the contaminant zoo (lensfinder.mock.zoo)
+    def _add_contaminants(self, fractions: dict):
         rng = self.rng
-        ra, dec = self._random_position(margin_arcsec=5.0)
-        host = _galaxy(rng, ra, dec, rng.uniform(17.5, 19.5), "DEV", self.transmission(ra, dec), red=True)
+        n_bright = len(self._bright_field())
+        # a galaxy's features show only if it is resolved (r_e >= 0.8", well above the seeing's 0.6")
+        eligible = {"spiral": lambda s: not s.red and s.type in ("EXP", "SER") and s.shape_r >= 0.8,
+                    "edge_on": lambda s: not s.red and s.type in ("EXP", "SER") and s.shape_r >= 0.8,
+                    "clumpy": lambda s: not s.red and s.type != "DEV" and s.shape_r >= 0.8,
+                    "ring": lambda s: s.red and s.type in ("DEV", "SER")}
+        count = 0
+        for kind, f in fractions.items():
+            pool = [s for s in self._bright_field() if eligible.get(kind, lambda s: True)(s)]
+            k = min(int(round(f * n_bright)), len(pool))
+            for j in rng.choice(len(pool), size=k, replace=False) if k else []:
+                host = pool[int(j)]
+                extra = getattr(self, f"_dress_{kind}")(host)
+                host.kind = "lookalike"
+                self.lookalikes.append({"lookalike_id": f"K{count:05d}", "kind": kind, "ra": host.ra, "dec": host.dec,
+                                        "_source": host, **(extra or {})})
+                count += 1
+
+    def _brighter(self, host, light_flux):
+        """Add light to a host's catalogue fluxes (the Tractor models the feature with it)."""
+        host.flux = host.flux + light_flux
+
+    def _dress_spiral(self, host):
+        rng = self.rng
+        trans = self.transmission(host.ra, host.dec)
+        arms = int(rng.choice([1, 2, 3, 4], p=[0.1, 0.5, 0.25, 0.15]))
+        pitch = float(rng.uniform(10, 30))
+        g_r, r_z = _colours(rng, red=False)
+        arm_flux = _fluxes_from_z(host.zmag + rng.uniform(0.0, 1.5), g_r - 0.2, r_z - 0.1, trans)
+        r_disc = max(host.shape_r, 0.8) / 1.68
+        shape = sky.spiral_shape(r_disc, pitch, arms, host.e1 * 0.5, host.e2 * 0.5, rng.uniform(0, 2 * np.pi))
+        host.components.append(sky.Component(host.ra, host.dec, arm_flux, shape, extent=6 * r_disc * 1.68))
+        self._brighter(host, arm_flux)
+        return {"detail": f"arms={arms} pitch={pitch:.0f}"}
+
+    def _dress_ring(self, host):
+        rng = self.rng
+        trans = self.transmission(host.ra, host.dec)
+        radius, width = rng.uniform(1.5, 4.0), rng.uniform(0.2, 0.5)
+        g_r, r_z = _colours(rng, red=False)
+        ring_flux = _fluxes_from_z(host.zmag + rng.uniform(0.3, 1.5), g_r, r_z, trans)
+        clumps = int(rng.choice([0, 1, 2, 3]))
+        shape = sky.ring_shape(radius, width, host.e1 * 0.5, host.e2 * 0.5, clumps=clumps, phase=rng.uniform(0, 6.28))
+        host.components.append(sky.Component(host.ra, host.dec, ring_flux, shape, extent=radius + 3 * width))
+        self._brighter(host, ring_flux)
+        return {"detail": f"radius={radius:.2f} clumps={clumps}"}
+
+    def _dress_edge_on(self, host):
+        rng = self.rng
+        h_r = max(host.shape_r, 0.6) / 1.68
+        thin = float(rng.uniform(0.1, 0.2))
+        pa = float(rng.uniform(0, 180))
+        tau = float(rng.uniform(0.6, 1.2))
+        shape = zoo.edge_on_shape(h_r, h_r * thin, pa, tau, 0.35 * h_r * thin)
+        host.components = [sky.Component(host.ra, host.dec, host.flux, shape, extent=6 * h_r)]
+        e = (1 - thin) / (1 + thin)
+        host.e1, host.e2 = e * math.cos(2 * math.radians(pa)), e * math.sin(2 * math.radians(pa))
+        return {"detail": f"h_z/h_r={thin:.2f} tau={tau:.2f}"}
+
+    def _dress_clumpy(self, host):
+        rng = self.rng
+        trans = self.transmission(host.ra, host.dec)
+        n = int(rng.integers(3, 9))
+        r = max(host.shape_r, 0.5)
+        xy = rng.uniform(-1.5 * r, 1.5 * r, (n, 2))
+        w = rng.dirichlet(np.ones(n))
+        knots = [(float(x), float(y), float(rng.uniform(0.1, 0.25)), float(wi)) for (x, y), wi in zip(xy, w)]
+        g_r, r_z = _colours(rng, red=False)
+        flux = _fluxes_from_z(host.zmag - 2.5 * math.log10(rng.uniform(0.2, 0.5)), g_r - 0.2, r_z - 0.1, trans)
+        host.components.append(sky.Component(host.ra, host.dec, flux, zoo.knots_shape(knots), extent=2 * r + 1.0))
+        self._brighter(host, flux)
+        return {"detail": f"knots={n}"}
+
+    def _dress_merger(self, host):
+        rng = self.rng
+        trans = self.transmission(host.ra, host.dec)
         sep, pa = rng.uniform(1.5, 4.0), rng.uniform(0, 2 * np.pi)
-        cra, cdec = _offset(ra, dec, sep * math.sin(pa), sep * math.cos(pa))
-        comp = _galaxy(rng, cra, cdec, rng.uniform(20.5, 21.5), "REX", self.transmission(cra, cdec), red=False, size_scale=0.6)
-        host.kind, comp.kind = "lookalike", "lookalike_part"
-        self.sources += [host, comp]
-        self.lookalikes.append({"lookalike_id": f"K{i:04d}", "kind": "companion", "ra": ra, "dec": dec, "_source": host})
+        east, north = sep * math.sin(pa), sep * math.cos(pa)
+        ra2, dec2 = _offset(host.ra, host.dec, east, north)
+        other = _galaxy(rng, ra2, dec2, host.zmag + rng.uniform(0.0, 1.5), self._draw_type(), self.transmission(ra2, dec2))
+        other.kind = "lookalike_part"
+        self.sources.append(other)
+        tails = int(rng.integers(1, 3))
+        for t in range(tails):
+            x0, y0 = (0.0, 0.0) if t == 0 else (east, north)
+            g_r, r_z = _colours(rng, red=False)
+            flux = _fluxes_from_z(host.zmag + rng.uniform(2.0, 3.0), g_r, r_z, trans)
+            shape = zoo.tail_shape(rng.uniform(3.0, 8.0), rng.uniform(0.3, 0.8), rng.uniform(0, 360),
+                                   rng.uniform(60, 150) * (1 if t == 0 else -1), x0, y0)
+            host.components.append(sky.Component(host.ra, host.dec, flux, shape, extent=20.0))
+        return {"detail": f"separation={sep:.1f} tails={tails}"}
 
-    def _add_spiral(self, i):
+    def _dress_group(self, host):
         rng = self.rng
-        ra, dec = self._random_position(margin_arcsec=5.0)
-        trans = self.transmission(ra, dec)
-        gal = _galaxy(rng, ra, dec, rng.uniform(17.0, 19.0), "EXP", trans, red=False, size_scale=1.8)
-        g_r, r_z = _colours(rng, red=False)
-        z_arms = 22.5 - 2.5 * math.log10(gal.flux[2] / trans[2]) + 1.0  # arms: 1 mag below the disc
-        arm_flux = _fluxes_from_z(z_arms, g_r - 0.2, r_z - 0.1, trans)
-        shape = sky.spiral_shape(max(gal.shape_r, 1.0) / 1.68, rng.uniform(12, 25), 2, gal.e1, gal.e2, rng.uniform(0, 6.28))
-        gal.components.append(sky.Component(ra, dec, arm_flux, shape, extent=6 * max(gal.shape_r, 1.0)))
-        gal.flux = gal.flux + arm_flux
-        gal.kind = "lookalike"
-        self.sources.append(gal)
-        self.lookalikes.append({"lookalike_id": f"K{i:04d}", "kind": "spiral", "ra": ra, "dec": dec, "_source": gal})
+        n = int(rng.integers(2, 5))
+        for _ in range(n):
+            sep, pa = rng.uniform(2.0, 7.0), rng.uniform(0, 2 * np.pi)
+            ra2, dec2 = _offset(host.ra, host.dec, sep * math.sin(pa), sep * math.cos(pa))
+            member = _galaxy(rng, ra2, dec2, host.zmag + rng.uniform(0.5, 2.5), str(rng.choice(["REX", "EXP", "DEV"])),
+                             self.transmission(ra2, dec2), size_scale=0.7)
+            member.kind = "lookalike_part"
+            self.sources.append(member)
+        return {"detail": f"companions={n}"}
 
-    def _add_ring(self, i):
+    def _dress_star_halo(self, host):
         rng = self.rng
-        ra, dec = self._random_position(margin_arcsec=5.0)
-        trans = self.transmission(ra, dec)
-        gal = _galaxy(rng, ra, dec, rng.uniform(17.5, 19.5), "DEV", trans, red=True)
-        radius, width = rng.uniform(1.8, 3.5), rng.uniform(0.3, 0.5)
-        g_r, r_z = _colours(rng, red=False)
-        zring = -2.5 * math.log10(gal.flux[2] / trans[2]) + 22.5 + rng.uniform(0.3, 1.2)
-        ring_flux = _fluxes_from_z(zring, g_r, r_z, trans)
-        shape = sky.ring_shape(radius, width, gal.e1 * 0.5, gal.e2 * 0.5, clumps=int(rng.integers(0, 4)), phase=rng.uniform(0, 6.28))
-        gal.components.append(sky.Component(ra, dec, ring_flux, shape, extent=radius + 3 * width))
-        gal.flux = gal.flux + ring_flux
-        gal.kind = "lookalike"
-        self.sources.append(gal)
-        self.lookalikes.append({"lookalike_id": f"K{i:04d}", "kind": "ring", "ra": ra, "dec": dec, "_source": gal})
+        sep, pa = rng.uniform(8.0, 25.0), rng.uniform(0, 2 * np.pi)
+        ra2, dec2 = _offset(host.ra, host.dec, sep * math.sin(pa), sep * math.cos(pa))
+        zmag = rng.uniform(10.5, 13.5)
+        flux = _fluxes_from_z(zmag, rng.normal(0.7, 0.2), rng.normal(0.3, 0.1), self.transmission(ra2, dec2))
+        star = Source(ra2, dec2, "PSF", flux, components=[sky.Component(ra2, dec2, flux, None)], kind="lookalike_part",
+                      zmag=zmag)
+        length = 10.0 * 10 ** (-0.2 * (zmag - 12.0))  # brighter stars: longer spikes
+        shape = zoo.star_artefact_shape(rng.uniform(3.0, 6.0), min(length, 28.0), 0.3)
+        star.components.append(sky.Component(ra2, dec2, 0.02 * flux, shape, extent=28.0))
+        self.sources.append(star)
+        return {"detail": f"star_z={zmag:.1f} separation={sep:.0f}"}
+
+    def _dress_trail(self, host):
+        rng = self.rng
+        band = int(rng.integers(0, 3))
+        per_arcsec = 10 ** (-0.4 * (rng.uniform(23.0, 25.0) - 22.5))  # nmgy per arcsec of trail (after NOBS averaging)
+        flux = np.zeros(3)
+        flux[band] = per_arcsec * 56.0
+        shape = zoo.trail_shape(rng.uniform(0, 180), rng.uniform(-6.0, 6.0), rng.uniform(0.4, 0.8) / 2.355, 28.0)
+        host.components.append(sky.Component(host.ra, host.dec, flux, shape, extent=28.0))
+        return {"detail": f"band={'grz'[band]}"}
+
+    def _dress_ghost(self, host):
+        rng = self.rng
+        sep, pa = rng.uniform(3.0, 15.0), rng.uniform(0, 2 * np.pi)
+        ra2, dec2 = _offset(host.ra, host.dec, sep * math.sin(pa), sep * math.cos(pa))
+        outer = rng.uniform(6.0, 15.0)
+        flux = np.zeros(3)
+        bands = rng.choice(3, size=int(rng.integers(1, 3)), replace=False)
+        area = math.pi * outer**2 * (1 - 0.36)
+        flux[bands] = 10 ** (-0.4 * (rng.uniform(24.0, 25.5) - 22.5)) * area  # 24-25.5 mag/arcsec^2
+        ghost = Source(ra2, dec2, "PSF", flux, components=[sky.Component(ra2, dec2, flux, zoo.ghost_shape(outer),
+                                                                         extent=outer + 2.0)], kind="artefact")
+        self.light_only.append(ghost)
+        return {"detail": f"outer={outer:.0f} bands={''.join('grz'[b] for b in sorted(bands))}"}
 
     def components(self):
-        return [c for s in self.sources for c in s.components]
+        """Every piece of light: the catalogue's sources and the artefacts no catalogue lists."""
+        return [c for s in [*self.sources, *self.light_only] for c in s.components]

@@ -8,8 +8,10 @@
 * ``dr10/south/sweep/10.1/sweep-*.fits``: 5x5-deg sweeps with all 130 DR10 columns;
 * ``dr10/south/coadd/<AAA>/<brick>/legacysurvey-<brick>-image-{g,r,z}.fits.fz``: float32
   nanomaggies, RICE-compressed in 100x100 tiles in HDU 1 behind an empty primary, TAN WCS;
-* ``catalogues/known_lenses.{csv,fits}``: part of the lenses plus some grade-C look-alikes;
-* ``truth/lenses.csv`` and ``truth/lookalikes.csv``: every simulated system.
+* ``catalogues/known_lenses.{csv,fits}``: part of the lenses (mostly conspicuous ones) plus
+  some grade-C look-alikes;
+* ``truth/lenses.csv`` (every lens: deflector key, theta_E, z_d, z_s, sigma_v, source and
+  magnification) and ``truth/lookalikes.csv`` (every contaminant: host key and kind).
 
 With ``release: dr9`` and ``regions: [north, south]`` it writes a DR9 tree with both
 regions instead (``dr9/{north,south}/sweep/9.0/``: 10x5-deg sweeps, 115 columns,
@@ -41,6 +43,7 @@ from lensfinder.constants import BANDS, EXTINCTION_R, PIXSCALE
 from lensfinder.errors import LensfinderError
 from lensfinder.files import atomic_path
 from lensfinder.mock import light as sky
+from lensfinder.mock import optics, populations
 from lensfinder.mock.layout import (
     MockConfig,
     check_mock_regions,
@@ -110,10 +113,13 @@ def _render_brick(msky: MockSky, tree: SurveyTree, brick, components, cfg: MockC
         image = sky.render_image(components, wcs, (size, size), fwhm, ib)
         nobs = msky.nobs_map(band, wcs, (size, size), region)
         if cfg.noise:
+            # the sky's noise, averaged over NOBS exposures, and the photon noise of every
+            # object's light (the same law as injected arcs, lensfinder.mock.optics)
             rng = np.random.default_rng([cfg.seed, int(brick["BRICKID"]), ib, *stream])
-            sigma1 = _pixel_sigma_1exp(band, fwhm, region)
-            noise = rng.standard_normal((size, size), dtype=np.float32) * np.float32(sigma1)
-            image += noise / np.sqrt(np.maximum(nobs, 1)).astype(np.float32)
+            sigma_sky = _pixel_sigma_1exp(band, fwhm, region) / np.sqrt(np.maximum(nobs, 1))
+            variance = sigma_sky**2 + optics.photon_variance(image, optics.DECAM_SKY_MAG[band], sigma_sky)
+            noise = rng.standard_normal((size, size), dtype=np.float32) * np.sqrt(variance).astype(np.float32)
+            image += noise
         image[nobs == 0] = 0.0  # no exposures: no data (legacypipe writes 0)
         hdr = [
             {"name": "LSDR", "value": cfg.release.upper()},
@@ -128,7 +134,8 @@ def _render_brick(msky: MockSky, tree: SurveyTree, brick, components, cfg: MockC
             *cards,
             {"name": "FILTERX", "value": band}, {"name": "IMTYPE", "value": "image"},
             {"name": "PRODTYPE", "value": "image"}, {"name": "MAGZERO", "value": 22.5},
-            {"name": "BUNIT", "value": "nanomaggy"}, {"name": "MOCKPSF", "value": fwhm, "comment": "mock Gaussian PSF FWHM [arcsec]"},
+            {"name": "BUNIT", "value": "nanomaggy"}, {"name": "MOCKPSF", "value": fwhm, "comment": "mock Moffat PSF FWHM [arcsec]"},
+            {"name": "MOCKBETA", "value": optics.MOFFAT_BETA, "comment": "mock Moffat PSF beta"},
         ]
         path = tree.coadd_path(name, band)
         with atomic_path(path) as tmp:
@@ -140,8 +147,7 @@ def _render_brick(msky: MockSky, tree: SurveyTree, brick, components, cfg: MockC
 def _pixel_sigma_1exp(band, fwhm, region="south"):
     """Per-pixel noise [nmgy] of one exposure giving the band's 5-sigma point-source depth."""
     sigma_psf = 10 ** (-0.4 * (REGION_DEPTH_1EXP[region][band] - 22.5)) / 5.0
-    nea = 4 * math.pi * (fwhm * sky.FWHM_TO_SIGMA / PIXSCALE) ** 2  # noise-equivalent area [pix]
-    return sigma_psf / math.sqrt(nea)
+    return sigma_psf / math.sqrt(optics.noise_equivalent_area(fwhm))
 
 
 def _sweep_rows(msky: MockSky, cfg: MockConfig, region: str | None = None) -> np.ndarray:
@@ -174,7 +180,7 @@ def _sweep_rows(msky: MockSky, cfg: MockConfig, region: str | None = None) -> np
             n = int(msky.nobs(band, s.ra, s.dec, region))
             fwhm = psf_of_brick.get(bid, {}).get(band, REGION_PSF_FWHM[region][band])
             sig = _pixel_sigma_1exp(band, fwhm, region) / math.sqrt(max(n, 1))
-            nea_psf = 4 * math.pi * (fwhm * sky.FWHM_TO_SIGMA / PIXSCALE) ** 2
+            nea_psf = optics.noise_equivalent_area(fwhm)
             nea = nea_psf + 4 * math.pi * (s.shape_r / PIXSCALE) ** 2
             r[f"NOBS_{B}"] = n
             if n > 0:
@@ -234,21 +240,24 @@ def _write_catalogues(root: Path, msky: MockSky, cfg: MockConfig):
     known, lenses_truth, look_truth = [], [], []
     for lens in msky.lenses:
         src = lens["_source"]
-        catalogued = bool(rng.random() < cfg.catalogued_fraction)
+        # earlier searches found the lenses that stand out: catalogued_fraction of the
+        # conspicuous ones, a tenth as many of the others (lensfinder.mock.populations)
+        conspicuous = populations.conspicuous(lens["theta_e"], lens["arc_mag_g"], lens["arc_contrast"])
+        catalogued = bool(rng.random() < cfg.catalogued_fraction * (1.0 if conspicuous else 0.1))
         grade = str(rng.choice(["A", "B", "C"], p=[0.5, 0.35, 0.15])) if catalogued else ""
         row = {k: v for k, v in lens.items() if not k.startswith("_")}
         row.update(release=src.key[0], brickid=src.key[1], objid=src.key[2], type=src.type,
-                   flux_z=float(src.flux[2]), catalogued=catalogued, grade=grade)
+                   flux_z=float(src.flux[2]), conspicuous=conspicuous, catalogued=catalogued, grade=grade)
         lenses_truth.append(row)
         if catalogued:
             jra, jdec = _offset(lens["ra"], lens["dec"], *rng.normal(0, 0.2, 2))
             known.append({"name": desi_names([jra], [jdec])[0], "ra": jra, "dec": jdec, "grade": grade, "reference": "mock"})
     for look in msky.lookalikes:
         src = look["_source"]
-        listed = bool(rng.random() < 0.2)
+        listed = bool(rng.random() < 0.03)
         look_truth.append({"lookalike_id": look["lookalike_id"], "kind": look["kind"], "ra": look["ra"], "dec": look["dec"],
                            "release": src.key[0], "brickid": src.key[1], "objid": src.key[2], "type": src.type,
-                           "flux_z": float(src.flux[2]), "listed_as_candidate": listed})
+                           "flux_z": float(src.flux[2]), "detail": look.get("detail", ""), "listed_as_candidate": listed})
         if listed:  # a low-grade literature candidate that is in truth not a lens
             known.append({"name": desi_names([look["ra"]], [look["dec"]])[0], "ra": look["ra"], "dec": look["dec"],
                           "grade": "C", "reference": "mock-candidate"})
@@ -263,9 +272,11 @@ def _write_catalogues(root: Path, msky: MockSky, cfg: MockConfig):
     with atomic_path(root / "catalogues/known_lenses.fits") as tmp:
         fitsio.write(str(tmp), arr, extname="LENSES", clobber=True)
     lens_cols = ["lens_id", "ra", "dec", "release", "brickid", "objid", "type", "flux_z", "theta_e", "sie_e", "shear",
-                 "source_r_e", "source_mag_g", "source_flux_g", "source_flux_r", "source_flux_z", "catalogued", "grade"]
+                 "z_d", "z_s", "sigma_v", "source_r_e", "source_knots", "source_offset", "source_mag_g", "source_flux_g",
+                 "source_flux_r", "source_flux_z", "magnification", "arc_mag_g", "arc_contrast", "conspicuous", "catalogued", "grade"]
     _write_table_csv(root / "truth/lenses.csv", lenses_truth, lens_cols)
-    look_cols = ["lookalike_id", "kind", "ra", "dec", "release", "brickid", "objid", "type", "flux_z", "listed_as_candidate"]
+    look_cols = ["lookalike_id", "kind", "ra", "dec", "release", "brickid", "objid", "type", "flux_z", "detail",
+                 "listed_as_candidate"]
     _write_table_csv(root / "truth/lookalikes.csv", look_truth, look_cols)
 
 
