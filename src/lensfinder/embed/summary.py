@@ -28,8 +28,8 @@ import pandas as pd
 
 from lensfinder.catalog.truth import read_truth
 from lensfinder.constants import KEY
-from lensfinder.cutouts.display import save_mosaic
 from lensfinder.cutouts.shards import ShardCollection
+from lensfinder.display import save_mosaic
 from lensfinder.embed.index import SimilarityIndex
 from lensfinder.embed.probe import probe_scores_table
 from lensfinder.embed.similar import SimilarConfig, catalogue_queries, match_queries, neighbour_lists

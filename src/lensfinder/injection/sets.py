@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from lensfinder.constants import KEY
-from lensfinder.cutouts.display import save_mosaic
 from lensfinder.cutouts.shards import ShardSet, ShardWriter
+from lensfinder.display import save_mosaic
 from lensfinder.files import atomic_path
 from lensfinder.injection.arcs import inject
 from lensfinder.injection.config import INJECTION_RELEASE, InjectionConfig, LensParams, draw_params

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from lensfinder.constants import BANDS, PIXSCALE
-from lensfinder.cutouts.display import save_mosaic
+from lensfinder.display import save_mosaic
 from lensfinder.mock import optics
 from lensfinder.mock.layout import MockConfig
 from lensfinder.mock.light import render_image

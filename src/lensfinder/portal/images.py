@@ -2,7 +2,7 @@
 
 Views (all North up, East left: the arrays' row 0 is South, so rows are flipped for the PNG):
 
-* ``rgb``: the Legacy Surveys RGB rendering (``lensfinder.cutouts.display.sdss_rgb``) of the shard
+* ``rgb``: the Legacy Surveys RGB rendering (``lensfinder.display.sdss_rgb``) of the shard
   cutout (g, r, z in nanomaggies);
 * ``g``, ``r``, ``z``: one band in grey, each with its own stretch: arcsinh of the flux
   above the sky level (median), softened at 3 sigma of the sky noise (1.4826 x MAD) and
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lensfinder.cutouts.display import sdss_rgb
 from lensfinder.cutouts.shards import ShardCollection
+from lensfinder.display import sdss_rgb
 from lensfinder.errors import LensfinderError
 
 VIEWS = ("rgb", "g", "r", "z", "context")

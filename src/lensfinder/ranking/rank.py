@@ -26,8 +26,8 @@ from scipy.special import logit
 from lensfinder.catalog.crossmatch import friends_of_friends, nearest
 from lensfinder.catalog.lenses import CatalogSpec, union_catalogs
 from lensfinder.constants import KEY
-from lensfinder.cutouts.display import save_mosaic
 from lensfinder.cutouts.shards import ShardSet, manifests_by_sweep
+from lensfinder.display import save_mosaic
 from lensfinder.files import atomic_path
 from lensfinder.plots import save_note
 from lensfinder.ranking.scores import RankConfig, select, wanted

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from lensfinder.constants import KEY
-from lensfinder.cutouts.display import save_mosaic
+from lensfinder.display import save_mosaic
 from lensfinder.files import atomic_path
 from lensfinder.plots import pyplot, save_figure, save_note
 from lensfinder.trainset.filters import key_tuples
