@@ -28,8 +28,8 @@ def unavailable(reason: str):
     pytest.skip(reason)  # only outside CI: IN_CI failed above
 
 # Two bricks on either side of RA 150 (a sweep boundary): two sweep files, ~15 s to write.
-TINY_MOCK = dict(n_bricks_ra=2, n_bricks_dec=1, galaxies=250, stars=60, lenses=8, seed=7,
-                 mean_exposures=4.0)
+TINY_MOCK = dict(n_bricks_ra=2, n_bricks_dec=1, galaxies=250, stars=60, lenses=16, seed=7,
+                 mean_exposures=6.0, catalogued_fraction=1.0)
 
 
 @pytest.fixture(scope="session")

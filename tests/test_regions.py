@@ -27,8 +27,8 @@ from lensfinder.workflow import sweeps_to_process
 
 # Two bricks on either side of Dec 32.375 at RA 155 (b ~ +58): the south row is DECaLS's,
 # the north row BASS/MzLS's, and both trees hold both rows. One DR9 sweep (10 x 5 deg) per region.
-TWO_REGION_MOCK = dict(n_bricks_ra=1, n_bricks_dec=2, galaxies=250, stars=60, lenses=8, seed=7,
-                       mean_exposures=4.0, release="dr9", regions=["north", "south"], ra_center=155.0, dec_center=32.3)
+TWO_REGION_MOCK = dict(n_bricks_ra=1, n_bricks_dec=2, galaxies=250, stars=60, lenses=16, seed=7,
+                       mean_exposures=6.0, catalogued_fraction=1.0, release="dr9", regions=["north", "south"], ra_center=155.0, dec_center=32.3)
 STEM = "sweep-150p030-160p035"
 REGIONS = ("north", "south")
 
@@ -243,6 +243,7 @@ def test_two_region_run_has_strata_in_both_regions(two_region_mock, tmp_path):
     cfg = tiny_config(source="tree", root=str(root))
     cfg["survey"].update(release="dr9", region=None, regions=["north", "south"])
     cfg["models"] = {"resnet": {"model": {"preset": "resnet_mini"}, "train": TINY_TRAIN}}
+    cfg["selection"]["zexp_bins"] = [3]  # strata TYPE x REGION: a handful of lenses each, some for validation
     work = make_workdir(tmp_path, cfg)
     run_snakemake(work)
     res = work / "results/mock"

@@ -97,11 +97,13 @@ def test_truncated_sweep_stops_its_job_with_the_file_named(tiny_mock, tmp_path):
 
 
 def test_too_few_validation_lenses_for_the_meta_learner_stop_the_trainset_rule(tiny_mock, tmp_path):
-    """The tiny tree's validation split holds one lens: with ensemble.fit_on: validation the
-    run stops at the training set, naming both settings, before any network trains."""
+    """A validation split of a tenth leaves the tiny tree's strata (a lens or three each) a lens
+    at most: with ensemble.fit_on: validation the run stops at the training set, naming both
+    settings, before any network trains."""
     root, _, _ = tiny_mock
     cfg = tiny_config(source="tree", root=str(root))
     cfg["ensemble"]["fit_on"] = "validation"
+    cfg["trainset"]["validation_fraction"] = 0.1
     work = make_workdir(tmp_path, cfg)
     proc = run_snakemake(work, "results/mock/ensemble/meta.pkl", check=False)
     assert proc.returncode != 0
