@@ -5,7 +5,7 @@ A *component* is one piece of light at (ra, dec) [deg] with a flux per band in
 nanomaggies (g, r, z) and a surface-brightness shape evaluated in local tangent-plane
 offsets (dx = East, dy = North, arcsec). Galaxies, stars, lensed arcs, spiral arms and
 rings are all components, so a coadd brick and a cutout grid are rendered by the same
-code: ``render_image(components, wcs, shape, psf_fwhm)``.
+code: ``render_bands(components, wcs, shape, psf_fwhms)`` (``render_image`` for one band).
 
 Rendering: each component is sampled on an oversampled stamp of the target grid,
 averaged to pixels, normalised to its flux (or, for lensed light, integrated as
@@ -177,45 +177,60 @@ def render_image(components, wcs, shape, psf_fwhm, band_index) -> np.ndarray:
     ``psf_fwhm`` [arcsec] is the FWHM of the band's Moffat PSF; ``band_index`` picks the flux
     (0 g, 1 r, 2 z). Returns float32 nanomaggies per pixel (no noise).
     """
+    return render_bands(components, wcs, shape, {band_index: psf_fwhm})[band_index]
+
+
+def render_bands(components, wcs, shape, psf_fwhms: dict) -> dict:
+    """Render components in several bands at once: ``psf_fwhms`` maps a band index (0 g, 1 r,
+    2 z) to its PSF FWHM [arcsec]; returns {band index: float32 (H, W) nanomaggies per pixel}.
+
+    Each component's profile is sampled once for all bands (it is the same shape in each,
+    only its flux and the PSF differ), which is most of the cost of a brick.
+    """
     h, w = shape
-    image = np.zeros((h, w), dtype=np.float64)
-    if not components:
-        return image.astype(np.float32)
-    ras = np.array([c.ra for c in components])
-    decs = np.array([c.dec for c in components])
-    xs, ys = wcs.all_world2pix(ras, decs, 0)
-    jacs = local_jacobian(wcs, xs, ys)
-    for comp, x0, y0, jac in zip(components, xs, ys, jacs):
-        flux = float(comp.flux[band_index])
-        if flux == 0.0:
-            continue
-        scale = round(_pixel_scale(jac), 4)  # arcsec/pixel; varies by < 1e-4 across a brick
-        half = int(np.ceil(comp.extent / scale)) + optics.kernel_radius(psf_fwhm, scale) + 2
-        half = min(half, MAX_STAMP_HALF)
-        xc, yc = int(np.round(x0)), int(np.round(y0))
-        if xc + half < 0 or yc + half < 0 or xc - half >= w or yc - half >= h:
-            continue
-        stamp = _render_stamp(comp, x0 - xc, y0 - yc, half, jac, scale, psf_fwhm)
-        stamp *= flux
-        # add the overlapping part
-        x_lo, y_lo = xc - half, yc - half
-        sx0, sy0 = max(0, -x_lo), max(0, -y_lo)
-        sx1 = min(2 * half + 1, w - x_lo)
-        sy1 = min(2 * half + 1, h - y_lo)
-        image[y_lo + sy0 : y_lo + sy1, x_lo + sx0 : x_lo + sx1] += stamp[sy0:sy1, sx0:sx1]
-    return image.astype(np.float32)
+    images = {b: np.zeros((h, w), dtype=np.float64) for b in psf_fwhms}
+    if components:
+        ras = np.array([c.ra for c in components])
+        decs = np.array([c.dec for c in components])
+        xs, ys = wcs.all_world2pix(ras, decs, 0)
+        jacs = local_jacobian(wcs, xs, ys)
+        for comp, x0, y0, jac in zip(components, xs, ys, jacs):
+            bands = [b for b in psf_fwhms if float(comp.flux[b]) != 0.0]
+            if not bands:
+                continue
+            scale = round(_pixel_scale(jac), 4)  # arcsec/pixel; varies by < 1e-4 across a brick
+            extent = int(np.ceil(comp.extent / scale)) + 2
+            halves = {b: min(extent + optics.kernel_radius(psf_fwhms[b], scale), MAX_STAMP_HALF) for b in bands}
+            half = max(halves.values())
+            xc, yc = int(np.round(x0)), int(np.round(y0))
+            if xc + half < 0 or yc + half < 0 or xc - half >= w or yc - half >= h:
+                continue
+            profile = None if comp.shape is None else _profile_stamp(comp, x0 - xc, y0 - yc, half, jac, scale)
+            for b in bands:
+                # each band's stamp as if rendered alone: its own size (the PSF's reach), so a
+                # profile is truncated alike however many bands are drawn together
+                hb, cut = halves[b], half - halves[b]
+                if xc + hb < 0 or yc + hb < 0 or xc - hb >= w or yc - hb >= h:
+                    continue
+                band_profile = None if profile is None else profile[cut : cut + 2 * hb + 1, cut : cut + 2 * hb + 1]
+                if band_profile is not None and not comp.absolute:
+                    band_profile = band_profile / max(band_profile.sum(), 1e-30)
+                stamp = _convolved(band_profile, x0 - xc, y0 - yc, hb, scale, psf_fwhms[b])
+                x_lo, y_lo = xc - hb, yc - hb
+                sx0, sy0 = max(0, -x_lo), max(0, -y_lo)
+                sx1, sy1 = min(2 * hb + 1, w - x_lo), min(2 * hb + 1, h - y_lo)
+                images[b][y_lo + sy0 : y_lo + sy1, x_lo + sx0 : x_lo + sx1] += float(comp.flux[b]) * stamp[sy0:sy1, sx0:sx1]
+    return {b: image.astype(np.float32) for b, image in images.items()}
 
 
-def _render_stamp(comp, fx, fy, half, jac, scale, psf_fwhm):
-    """A (2 half + 1)^2 stamp centred on the pixel nearest the component, unit flux, with the PSF.
+def _profile_stamp(comp, fx, fy, half, jac, scale):
+    """The component's profile (pixel-averaged, not normalised; if ``absolute``, surface
+    brightness per pixel) on a (2 half + 1)^2 stamp centred on the pixel nearest it, before
+    the PSF.
 
     (fx, fy): the component's sub-pixel offset from the stamp's centre pixel.
     """
-    from scipy.signal import fftconvolve
-
     n = 2 * half + 1
-    if comp.shape is None:  # point source: the pixel-integrated PSF itself
-        return optics.psf_stamp(psf_fwhm, scale, fx, fy, radius=half)
     ov = comp.oversample
     sub = (np.arange(n * ov) + 0.5) / ov - 0.5 - half  # sub-pixel centres in pixel units
     px, py = np.meshgrid(sub - fx, sub - fy)
@@ -223,8 +238,14 @@ def _render_stamp(comp, fx, fy, half, jac, scale, psf_fwhm):
     dy = jac[1, 0] * px + jac[1, 1] * py
     sb = comp.shape(dx, dy)
     stamp = sb.reshape(n, ov, n, ov).mean(axis=(1, 3))
-    if comp.absolute:
-        stamp = stamp * scale**2  # per arcsec^2 -> per pixel
-    else:
-        stamp = stamp / max(stamp.sum(), 1e-30)
-    return fftconvolve(stamp, optics.psf_kernel(psf_fwhm, scale), mode="same")
+    return stamp * scale**2 if comp.absolute else stamp  # per arcsec^2 -> per pixel
+
+
+def _convolved(profile, fx, fy, half, scale, psf_fwhm):
+    """A profile stamp convolved with the band's PSF; ``None`` (a point source): the
+    pixel-integrated PSF itself."""
+    from scipy.signal import fftconvolve
+
+    if profile is None:
+        return optics.psf_stamp(psf_fwhm, scale, fx, fy, radius=half)
+    return fftconvolve(profile, optics.psf_kernel(psf_fwhm, scale), mode="same")

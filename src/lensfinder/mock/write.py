@@ -108,9 +108,10 @@ def _render_brick(msky: MockSky, tree: SurveyTree, brick, components, cfg: MockC
     region = tree.region
     # the first region keeps the noise streams it always had; others get their own
     stream = [] if region == msky.primary else [cfg.ordered_regions.index(region)]
+    fwhms = {ib: msky.conditions[region][1][int(brick["BRICKID"])][band] for ib, band in enumerate(BANDS)}
+    images = sky.render_bands(components, wcs, (size, size), fwhms)
     for ib, band in enumerate(BANDS):
-        fwhm = msky.conditions[region][1][int(brick["BRICKID"])][band]
-        image = sky.render_image(components, wcs, (size, size), fwhm, ib)
+        fwhm, image = fwhms[ib], images[ib]
         nobs = msky.nobs_map(band, wcs, (size, size), region)
         if cfg.noise:
             # the sky's noise, averaged over NOBS exposures, and the photon noise of every
