@@ -21,12 +21,23 @@ def _ci(value, ci, fmt="{:.3f}"):
     return f"{fmt.format(value)} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
 
 
-def _pct(value, ci):
-    """Percentages: one decimal, or two significant digits below 1 %."""
-    def fmt(v):
-        return f"{v:.1f}" if v >= 1 or v == 0 else f"{v:.2g}"
+def _percent(fraction) -> str:
+    """A fraction in percent: one decimal, or two significant digits below 1 %."""
+    v = 100 * fraction
+    return f"{v:.1f}" if v >= 1 or v == 0 else f"{v:.2g}"
 
-    return f"{fmt(100 * value)} [{fmt(100 * ci[0])}, {fmt(100 * ci[1])}] %"
+
+def _pct(value, ci):
+    return f"{_percent(value)} [{_percent(ci[0])}, {_percent(ci[1])}] %"
+
+
+def _purity(rates) -> str:
+    """The purity at the sky's density, or its one-sided 95 % lower bound where the cut holds
+    fewer than ten objects or no false one (a point value would then read 100 %)."""
+    if rates.get("purity_sky_is_bound"):
+        return (f">= {_percent(rates['purity_sky_lower_bound'])} % (95 % bound: "
+                f"{rates['selected']:.3g} selected, {rates['false_positives']:.3g} false)")
+    return _pct(rates["purity_sky"], rates["purity_sky_ci"])
 
 
 def _sci(value, ci):
@@ -79,12 +90,23 @@ def results_table(run_dir) -> str:
             c = m[s]["cut"]
             rows.append((f"`{s}` at the recommendation cut (top {n_cut} of all scored)",
                          f"recall {_pct(c['recall'], c['recall_ci'])}; FPR {_sci(c['fpr'], c['fpr_ci'])}; "
-                         f"purity at the sky's density ({f:g}) {_pct(c['purity_sky'], c['purity_sky_ci'])}"))
+                         f"purity at the sky's density ({f:g}) {_purity(c)}"))
         meta = m["meta-learner"]
         for q, t in meta["top_fractions"].items():
             rows.append((f"`meta-learner` in the top {q} of never-seen objects ({t['selected']:.3g} objects)",
                          f"recall {_pct(t['recall'], t['recall_ci'])}; purity at the sky's density "
-                         f"{_pct(t['purity_sky'], t['purity_sky_ci'])}"))
+                         f"{_purity(t)}"))
+        for q, at in meta.get("at_fpr", {}).items():
+            rows.append((f"recall at FPR {q} (never-seen)", "; ".join(
+                f"`{s}` {_pct(m[s]['at_fpr'][q]['recall'], m[s]['at_fpr'][q]['recall_ci'])}" for s in scorers)
+                if at["measurable"] else f"not measurable: {at['n_nonlenses']:,} never-seen nonlenses allow "
+                f"no false positive at {q} (the sample's floor is {at['fpr_floor']:.2g})"))
+        if "partial_auc" in meta:
+            rows.append((f"partial AUC, FPR <= {meta['partial_auc']['max_fpr']:g} (McClish; 0.5 is chance)",
+                         "; ".join(f"`{s}` {m[s]['partial_auc']['value']:.3f}" for s in scorers)))
+        if m.get("_comparisons"):
+            rows.append(("AUC differences on the same objects (paired bootstrap 95 %)", "; ".join(
+                f"{k} {_ci(c['difference'], c['difference_ci'], '{:+.3f}')}" for k, c in m["_comparisons"].items())))
         if meta["per_theta_e"]:
             rows.append(("`meta-learner` recall at the cut by theta_E", "; ".join(
                 f"{b['theta_e_lo']:g}-{b['theta_e_hi']:g}\": {_pct(b['recall'], b['recall_ci'])} (n={b['n_lenses']})"

@@ -5,14 +5,19 @@ and on the *never-seen* objects (scored objects in neither the training nor the 
 split of the training set: the catalogued lenses it trained on and the nonlenses it drew,
 hidden mock lenses among them, are left out), against a truth list of lenses:
 
-* ROC AUC, with its Hanley & McNeil 95% interval;
+* ROC AUC, with its Hanley & McNeil 95% interval, and the partial AUC up to FPR
+  ``partial_auc_max_fpr``; each scorer's AUC against the meta-learner's on the same objects,
+  with a paired-bootstrap interval (``_comparisons``);
+* recall at FPR 1e-3 and 1e-4 (``fpr_points``), where the sample holds enough nonlenses to
+  reach them (at least one false positive allowed); otherwise marked not measurable;
 * recall (TPR) and false-positive rate at the recommendation cut (each scorer selecting as
   many objects as the ensemble's cut did) and in the top fractions (1e-4, 1e-3, 1e-2) of the
   never-seen objects, each with its Wilson 95% interval;
 * the purity those cuts would have at the sky's lens density (``sky_lens_fraction``, about
   1 lens in 10,000 objects), f TPR / (f TPR + (1 - f) FPR), beside the purity at the
-  sample's own density (the mock holds ~6% lenses: its own purity says little about the
-  sky);
+  sample's own density (the mock holds ~4% lenses: its own purity says little about the
+  sky), with one interval from the rates' Beta posteriors, and a lower bound instead where
+  fewer than ten objects are selected or none of them is false;
 * the same per Tractor TYPE, and recall per Einstein-radius bin where the truth gives
   ``theta_e`` (arcsec);
 * with a contaminant list (``lookalikes``: the mock's ``truth/lookalikes.csv``, keys or
@@ -43,7 +48,16 @@ from lensfinder.catalog.truth import load_truth, read_truth, truth_rows
 from lensfinder.constants import KEY
 from lensfinder.errors import LensfinderError
 from lensfinder.files import atomic_path
-from lensfinder.metrics import auc_interval, expected_top, purity_at_density, rates_at, wilson_interval
+from lensfinder.metrics import (
+    auc_interval,
+    expected_top,
+    paired_auc_difference,
+    partial_auc,
+    purity_at_density,
+    rates_at,
+    recall_at_fpr,
+    wilson_interval,
+)
 from lensfinder.plots import pyplot, save_figure
 from lensfinder.ranking.scores import combine_scores
 from lensfinder.settings import Settings
@@ -61,6 +75,9 @@ class EvaluationConfig(Settings):
     theta_e_bins: list = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 2.5, 3.0])  # arcsec
     match_radius_arcsec: float = 1.5  # ra/dec truth lists: nearest scored object within this
     lookalikes: str | None = None  # contaminants by kind: keys or ra, dec and a kind column
+    fpr_points: list = field(default_factory=lambda: [1e-3, 1e-4])  # recall at these FPRs
+    partial_auc_max_fpr: float = 0.01  # McClish partial AUC over FPR in [0, this]
+    bootstrap: int = 1000  # paired-bootstrap draws comparing each scorer with the meta-learner
 
 
 def scorer_columns(models) -> dict:
@@ -154,6 +171,10 @@ def evaluate_scorer(y, s, types, theta, threshold, cfg: EvaluationConfig, kinds=
     for q in cfg.top_fractions:
         tp, taken = expected_top(y, s, q * len(y))
         out["top_fractions"][f"{q:g}"] = {"fraction": q, **rates_at(y, tp, taken, f)}
+    # the measure of HOLISMOKES XVI: recall where the FPR reaches the sky's operating point;
+    # not measurable (NaN, "measurable": false) below one false positive of the sample
+    out["at_fpr"] = {f"{q:g}": recall_at_fpr(y, s, q) for q in cfg.fpr_points}
+    out["partial_auc"] = {"max_fpr": cfg.partial_auc_max_fpr, "value": partial_auc(y, s, cfg.partial_auc_max_fpr)}
     out["per_type"] = {}
     for t in sorted(set(types)):
         m = types == t
@@ -209,6 +230,8 @@ def evaluate_run(score_paths: dict, objects_paths, meta_path, labels_path, rank_
         threshold = np.sort(s_all)[::-1][n_cut - 1] if 0 < n_cut <= len(s_all) else np.inf
         metrics[name] = evaluate_scorer(y, s_all[unseen], types, theta[unseen], threshold, cfg,
                                         None if kinds is None else kinds[unseen])
+    metrics["_comparisons"] = compare_scorers(y, {n: table[c].to_numpy()[unseen] for n, c in columns.items()},
+                                              cfg.bootstrap)
     if recommendations_path is not None:
         metrics["_sample"]["recommendations"] = _recommended(recommendations_path, table, is_lens, unseen)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -219,6 +242,16 @@ def evaluate_run(score_paths: dict, objects_paths, meta_path, labels_path, rank_
     plot_pr_sky(y, {n: table[c].to_numpy()[unseen] for n, c in columns.items()}, metrics, cfg,
                 out_dir / "pr_sky.png")
     return metrics
+
+
+def compare_scorers(y, scores: dict, n_boot: int, reference="meta-learner") -> dict:
+    """Each scorer against ``reference`` on the same never-seen objects: the AUC difference
+    (reference minus scorer) with a paired-bootstrap 95% interval, so that two scorers'
+    overlapping intervals are not read as a tie when one wins on nearly every draw."""
+    if reference not in scores:
+        return {}
+    return {f"{reference} - {name}": paired_auc_difference(y, scores[reference], s, n_boot=n_boot)
+            for name, s in scores.items() if name != reference}
 
 
 def _recommended(path, table, is_lens, unseen) -> dict:
@@ -253,6 +286,9 @@ def flatten(metrics: dict) -> pd.DataFrame:
         row(name, "all", "recommendation", m["cut"], base)
         for q, rates in m["top_fractions"].items():
             row(name, "all", f"top {q}", rates, base)
+        for q, at in m.get("at_fpr", {}).items():
+            row(name, "all", f"fpr <= {q}", {k: at[k] for k in ("recall", "recall_ci", "threshold_logit", "measurable")},
+                {**base, "partial_auc": m["partial_auc"]["value"]})
         for t, sub in m["per_type"].items():
             row(name, f"TYPE={t}", "recommendation", sub["cut"],
                 {"n_lenses": sub["n_lenses"], "n_nonlenses": sub["n_nonlenses"], "auc": sub["auc"],
@@ -288,8 +324,14 @@ def plot_pr_sky(y, scores: dict, metrics, cfg: EvaluationConfig, path):
         axes[1].errorbar(cut["recall"], max(cut["purity_sky"], 1e-6), color=color, capsize=2,
                          yerr=[[max(cut["purity_sky"] - cut["purity_sky_ci"][0], 0)],
                                [max(cut["purity_sky_ci"][1] - cut["purity_sky"], 0)]])
+    n_non = max(int((~y).sum()), 1)
+    axes[0].axvline(1 / n_non, color="0.4", ls="--", lw=1)
+    axes[0].text(1 / n_non, 0.98, " one false positive: below this,\n nothing is measured", fontsize=7,
+                 va="top", color="0.3")
+    for q in cfg.fpr_points:
+        axes[0].axvline(q, color="0.7", ls=":", lw=1)
     axes[0].set_xscale("log")
-    axes[0].set_xlim(fpr_floor, 1)
+    axes[0].set_xlim(min([fpr_floor, *cfg.fpr_points]) / 2, 1)
     axes[0].set_xlabel("false positive rate")
     axes[0].set_ylabel("true positive rate (recall)")
     axes[0].legend(fontsize=8, loc="lower right")
