@@ -278,7 +278,8 @@ def test_run_evaluates_on_never_seen_objects_and_prints_the_results_table(tiny_r
     work, dry, _ = tiny_run
     res = work / "results/mock"
     metrics = json.loads((res / "evaluation/metrics.json").read_text())
-    assert set(metrics) == {"_sample", "resnet", "shielded", "mean", "meta-learner"}
+    assert set(metrics) == {"_sample", "_comparisons", "resnet", "shielded", "mean", "meta-learner"}
+    assert set(metrics["_comparisons"]) == {"meta-learner - resnet", "meta-learner - shielded", "meta-learner - mean"}
     sample = metrics["_sample"]
     scored = sum(len(pd.read_parquet(res / f"scores/resnet/{s}.parquet")) for s in SWEEPS)
     labels = pd.read_parquet(res / "trainset/labels.parquet")
