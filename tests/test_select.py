@@ -1,6 +1,7 @@
 """Selection cuts, region label, exposure bins and counts, against independent numpy."""
 
 import csv
+from pathlib import Path
 
 import fitsio
 import numpy as np
@@ -24,10 +25,20 @@ def _independent_selection(path, zmag_max=20.0, deredden=False):
     return d[keep]
 
 
+def _with_shallow_patch(sweep, tmp_path):
+    """A copy of the sweep in which every fifth object has one r exposure: the tiny mock is
+    deep everywhere, and the NOBS cut must have objects to remove."""
+    data, header = fitsio.read(str(sweep), ext=1, header=True)
+    data["NOBS_R"][::5] = 1
+    out = tmp_path / f"shallow-{Path(sweep).name}"
+    fitsio.write(str(out), data, header=header, clobber=True)
+    return out
+
+
 @pytest.mark.parametrize("deredden", [False, True])
 def test_selection_equals_independent_numpy(tiny_mock, tmp_path, deredden):
     _, _, files = tiny_mock
-    for sweep in files["sweeps"]:
+    for sweep in (_with_shallow_patch(s, tmp_path) for s in files["sweeps"]):
         out = tmp_path / "objects.parquet"
         n, removed = select_sweep(sweep, out, tmp_path / "counts.csv", SelectionConfig(deredden=deredden), progress=False)
         expected = _independent_selection(sweep, deredden=deredden)
