@@ -25,9 +25,15 @@ include: "workflow/rules/selection_function.smk"
 include: "workflow/rules/accounting.smk"
 include: "workflow/rules/inspection.smk"
 include: "workflow/rules/embed.smk"
+include: "workflow/rules/sealed.smk"
 
 
 rule all:
     input:
         final_targets(),
     default_target: True
+
+
+rule sealed:  # on request: snakemake --cores all sealed (lensfinder.sealed), after the main run
+    input:
+        rules.sealed_measure.output,

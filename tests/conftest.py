@@ -91,6 +91,8 @@ def tiny_config(**survey) -> dict:
                      "shielded": {"model": {"preset": "resnet_mini", "params": {"shields": [None, 16, 16]}},
                                   "train": TINY_TRAIN}}
     cfg["survey"].update(survey)
+    # the sealed survey (rule sealed, on request): two bricks of the tiny mock's sky elsewhere
+    cfg["sealed"].update(n_bricks_ra=2, n_bricks_dec=1, lenses=16)
     cfg["trainset"]["injections"] = 0  # the tiny mock has few deflectors; test_inject covers training injections
     # its validation split holds one lens or two, too few to fit the meta-learner on (the default):
     # test_ensemble_rank covers fit_on: validation

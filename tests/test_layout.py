@@ -22,6 +22,7 @@ LAYERS = [
     {"trainset"},
     {"ranking"},
     {"evaluation"},
+    {"sealed"},  # the sealed test survey: a mock scored by the trained networks, measured
     {"embed"},
     {"portal"},
     {"workflow", "plan", "results"},  # the workflow's glue and the command-line reports

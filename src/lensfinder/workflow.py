@@ -40,6 +40,25 @@ def mock_files(config) -> dict:
     return planned_files(config["survey"]["root"], mock_config(config))
 
 
+def sealed_config(config):
+    """The sealed survey's mock settings: the training mock's sky with the ``sealed``
+    section's seed, area and lens count; checked apart from the training mock."""
+    from lensfinder.sealed.survey import SealedConfig, check_apart, sealed_mock_config
+
+    training = mock_config(config)
+    sealed = sealed_mock_config(training, SealedConfig.from_dict(config.get("sealed")))
+    if config["survey"]["source"] == "mock":
+        check_apart(training, sealed)
+    return sealed
+
+
+def sealed_sweeps(config) -> list[str]:
+    """The sealed survey's sweep names (planned, not drawn)."""
+    from lensfinder.sealed.survey import sealed_sweeps as planned
+
+    return planned(sealed_config(config))
+
+
 def _filter_sweeps(ids, spec, where, trees: SurveyTrees):
     """The sweep IDs ``ids`` that ``survey.sweeps`` picks: all, a list, or an RA/Dec box.
 

@@ -122,15 +122,15 @@ def kind_array(table: pd.DataFrame, cfg: "EvaluationConfig") -> np.ndarray | Non
     return kinds
 
 
-def fpr_by_kind(y, s, kinds, threshold: float, top_counts: dict) -> dict:
-    """False-positive rate of each kind of nonlens at the recommendation cut (score >=
-    ``threshold``) and in each named top N (``top_counts``; ties shared out as in
-    ``expected_top``, so counts may be fractional)."""
+def fpr_by_kind(y, s, kinds, threshold: float, top_counts: dict, cut_name: str = "recommendation") -> dict:
+    """False-positive rate of each kind of nonlens at a cut (score >= ``threshold``, named
+    ``cut_name``: the recommendation cut by default) and in each named top N (``top_counts``;
+    ties shared out as in ``expected_top``, so counts may be fractional)."""
     out = {}
     for kind in sorted(set(kinds[~y])):
         m = ~y & (kinds == kind)
         n = int(m.sum())
-        cuts = {"recommendation": float((s[m] >= threshold).sum())}
+        cuts = {cut_name: float((s[m] >= threshold).sum())}
         for name, top in top_counts.items():
             cuts[name] = expected_top(m, s, top)[0]
         entry = {"n": n}
@@ -362,13 +362,14 @@ def plot_pr_sky(y, scores: dict, metrics, cfg: EvaluationConfig, path):
     save_figure(fig, path)
 
 
-def plot_fpr_by_kind(ax, by_kind: dict, fpr_floor: float):
-    """The meta-learner's false-positive rate of each kind of nonlens at the recommendation
-    cut, with Wilson 95% intervals; a kind with none drawn at half a false positive."""
-    kinds = sorted(by_kind, key=lambda k: by_kind[k]["recommendation"]["fpr"])
+def plot_fpr_by_kind(ax, by_kind: dict, fpr_floor: float, cut: str = "recommendation", title: str | None = None):
+    """The meta-learner's false-positive rate of each kind of nonlens at a cut (the
+    recommendation cut by default), with Wilson 95% intervals; a kind with none drawn at
+    half a false positive."""
+    kinds = sorted(by_kind, key=lambda k: by_kind[k][cut]["fpr"])
     y = np.arange(len(kinds))
     for i, k in enumerate(kinds):
-        r, n = by_kind[k]["recommendation"], by_kind[k]["n"]
+        r, n = by_kind[k][cut], by_kind[k]["n"]
         floor = 0.5 / n
         value = max(r["fpr"], floor)
         ax.errorbar(value, i, xerr=[[value - max(r["fpr_ci"][0], floor / 2)], [max(r["fpr_ci"][1] - value, 0)]],
@@ -377,5 +378,5 @@ def plot_fpr_by_kind(ax, by_kind: dict, fpr_floor: float):
     ax.set_yticks(y, kinds, fontsize=8)
     ax.set_xscale("log")
     ax.set_xlim(min(fpr_floor, 0.1 / max(by_kind[k]["n"] for k in kinds)), 1)
-    ax.set_xlabel("false-positive rate at the recommendation cut")
-    ax.set_title("meta-learner, never-seen nonlenses by kind (<: none; Wilson 95%)", fontsize=9)
+    ax.set_xlabel(f"false-positive rate at the {cut} cut")
+    ax.set_title(title or "meta-learner, never-seen nonlenses by kind (<: none; Wilson 95%)", fontsize=9)

@@ -27,6 +27,7 @@ from lensfinder.mock import optics
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 MAX_STAMP_HALF = 110  # pixels
+CUSP_HALF = 4  # pixels around a profile's centre always sampled finely (clipped rendering)
 
 
 def sersic_b(n):
@@ -180,64 +181,119 @@ def render_image(components, wcs, shape, psf_fwhm, band_index) -> np.ndarray:
     return render_bands(components, wcs, shape, {band_index: psf_fwhm})[band_index]
 
 
-def render_bands(components, wcs, shape, psf_fwhms: dict) -> dict:
+def render_bands(components, wcs, shape, psf_fwhms: dict, clip: bool = False) -> dict:
     """Render components in several bands at once: ``psf_fwhms`` maps a band index (0 g, 1 r,
     2 z) to its PSF FWHM [arcsec]; returns {band index: float32 (H, W) nanomaggies per pixel}.
 
     Each component's profile is sampled once for all bands (it is the same shape in each,
     only its flux and the PSF differ), which is most of the cost of a brick.
+
+    ``clip``: sample a profile only where its light can reach the image (the image grown by
+    the PSF's reach), for small images such as cutouts, where most neighbours only graze
+    the edge. The clipped part's flux normalisation then sums the whole stamp sampled once
+    per pixel except there and around the profile's centre, which are sampled as usual
+    (the same pixels to about 1e-3 of their peak); a component wholly inside is rendered
+    exactly as without it.
     """
     h, w = shape
     images = {b: np.zeros((h, w), dtype=np.float64) for b in psf_fwhms}
-    if components:
-        ras = np.array([c.ra for c in components])
-        decs = np.array([c.dec for c in components])
-        xs, ys = wcs.all_world2pix(ras, decs, 0)
-        jacs = local_jacobian(wcs, xs, ys)
-        for comp, x0, y0, jac in zip(components, xs, ys, jacs):
-            bands = [b for b in psf_fwhms if float(comp.flux[b]) != 0.0]
-            if not bands:
+    if not components:
+        return {b: image.astype(np.float32) for b, image in images.items()}
+    ras = np.array([c.ra for c in components])
+    decs = np.array([c.dec for c in components])
+    xs, ys = wcs.all_world2pix(ras, decs, 0)
+    jacs = local_jacobian(wcs, xs, ys)
+    for comp, x0, y0, jac in zip(components, xs, ys, jacs):
+        bands = [b for b in psf_fwhms if float(comp.flux[b]) != 0.0]
+        if not bands:
+            continue
+        scale = round(_pixel_scale(jac), 4)  # arcsec/pixel; varies by < 1e-4 across a brick
+        extent = int(np.ceil(comp.extent / scale)) + 2
+        reach = {b: optics.kernel_radius(psf_fwhms[b], scale) for b in bands}
+        halves = {b: min(extent + reach[b], MAX_STAMP_HALF) for b in bands}
+        half = max(halves.values())
+        xc, yc = int(np.round(x0)), int(np.round(y0))
+        if xc + half < 0 or yc + half < 0 or xc - half >= w or yc - half >= h:
+            continue
+        fx, fy = x0 - xc, y0 - yc
+        # stamp index k <-> image pixel (yc - half + k, xc - half + k): the part that can reach the image
+        k = max(reach.values())
+        box = (max(0, half - yc - k), min(2 * half + 1, h + k + half - yc),
+               max(0, half - xc - k), min(2 * half + 1, w + k + half - xc))
+        if comp.shape is not None and clip and box != (0, 2 * half + 1, 0, 2 * half + 1):
+            _add_clipped(images, comp, bands, halves, half, box, fx, fy, xc, yc, jac, scale, psf_fwhms)
+            continue
+        profile = None if comp.shape is None else _profile_stamp(comp, fx, fy, half, jac, scale)
+        for b in bands:
+            # each band's stamp as if rendered alone: its own size (the PSF's reach), so a
+            # profile is truncated alike however many bands are drawn together
+            hb, cut = halves[b], half - halves[b]
+            if xc + hb < 0 or yc + hb < 0 or xc - hb >= w or yc - hb >= h:
                 continue
-            scale = round(_pixel_scale(jac), 4)  # arcsec/pixel; varies by < 1e-4 across a brick
-            extent = int(np.ceil(comp.extent / scale)) + 2
-            halves = {b: min(extent + optics.kernel_radius(psf_fwhms[b], scale), MAX_STAMP_HALF) for b in bands}
-            half = max(halves.values())
-            xc, yc = int(np.round(x0)), int(np.round(y0))
-            if xc + half < 0 or yc + half < 0 or xc - half >= w or yc - half >= h:
-                continue
-            profile = None if comp.shape is None else _profile_stamp(comp, x0 - xc, y0 - yc, half, jac, scale)
-            for b in bands:
-                # each band's stamp as if rendered alone: its own size (the PSF's reach), so a
-                # profile is truncated alike however many bands are drawn together
-                hb, cut = halves[b], half - halves[b]
-                if xc + hb < 0 or yc + hb < 0 or xc - hb >= w or yc - hb >= h:
-                    continue
-                band_profile = None if profile is None else profile[cut : cut + 2 * hb + 1, cut : cut + 2 * hb + 1]
-                if band_profile is not None and not comp.absolute:
-                    band_profile = band_profile / max(band_profile.sum(), 1e-30)
-                stamp = _convolved(band_profile, x0 - xc, y0 - yc, hb, scale, psf_fwhms[b])
-                x_lo, y_lo = xc - hb, yc - hb
-                sx0, sy0 = max(0, -x_lo), max(0, -y_lo)
-                sx1, sy1 = min(2 * hb + 1, w - x_lo), min(2 * hb + 1, h - y_lo)
-                images[b][y_lo + sy0 : y_lo + sy1, x_lo + sx0 : x_lo + sx1] += float(comp.flux[b]) * stamp[sy0:sy1, sx0:sx1]
+            band_profile = None if profile is None else profile[cut : cut + 2 * hb + 1, cut : cut + 2 * hb + 1]
+            if band_profile is not None and not comp.absolute:
+                band_profile = band_profile / max(band_profile.sum(), 1e-30)
+            stamp = _convolved(band_profile, fx, fy, hb, scale, psf_fwhms[b])
+            _add_at(images[b], float(comp.flux[b]) * stamp, yc - hb, xc - hb)
     return {b: image.astype(np.float32) for b, image in images.items()}
 
 
-def _profile_stamp(comp, fx, fy, half, jac, scale):
+def _add_at(image, stamp, y_lo, x_lo):
+    """Add ``stamp`` with its pixel (0, 0) at image pixel (y_lo, x_lo), the part on the image."""
+    h, w = image.shape
+    sy0, sx0 = max(0, -y_lo), max(0, -x_lo)
+    sy1, sx1 = min(stamp.shape[0], h - y_lo), min(stamp.shape[1], w - x_lo)
+    if sy1 > sy0 and sx1 > sx0:
+        image[y_lo + sy0 : y_lo + sy1, x_lo + sx0 : x_lo + sx1] += stamp[sy0:sy1, sx0:sx1]
+
+
+def _add_clipped(images, comp, bands, halves, half, box, fx, fy, xc, yc, jac, scale, psf_fwhms):
+    """A component sampled only on ``box`` (row0, row1, col0, col1 of its (2 half + 1)^2
+    stamp), each band's part normalised as its whole band stamp would be, convolved and added.
+    Stamp pixels outside the box lie beyond the PSF's reach of every image pixel."""
+    from scipy.signal import fftconvolve
+
+    r0, r1, c0, c1 = box
+    fine = _profile_stamp(comp, fx, fy, half, jac, scale, rows=(r0, r1), cols=(c0, c1))
+    best = None
+    if not comp.absolute:
+        # every pixel's best estimate, for the sums that normalise each band: sampled finely
+        # on the box and around the centre (a cusp needs it), once per pixel elsewhere
+        best = _profile_stamp(comp, fx, fy, half, jac, scale, oversample=1)
+        k0, k1 = max(half - CUSP_HALF, 0), min(half + CUSP_HALF + 1, 2 * half + 1)
+        best[k0:k1, k0:k1] = _profile_stamp(comp, fx, fy, half, jac, scale, rows=(k0, k1), cols=(k0, k1))
+        best[r0:r1, c0:c1] = fine
+    for b in bands:
+        hb, cut = halves[b], half - halves[b]
+        i0, i1, j0, j1 = max(r0, cut), min(r1, cut + 2 * hb + 1), max(c0, cut), min(c1, cut + 2 * hb + 1)
+        if i1 <= i0 or j1 <= j0:
+            continue
+        part = fine[i0 - r0 : i1 - r0, j0 - c0 : j1 - c0]
+        if best is not None:
+            part = part / max(best[cut : cut + 2 * hb + 1, cut : cut + 2 * hb + 1].sum(), 1e-30)
+        stamp = fftconvolve(part, optics.psf_kernel(psf_fwhms[b], scale), mode="same")
+        _add_at(images[b], float(comp.flux[b]) * stamp, yc - half + i0, xc - half + j0)
+
+
+def _profile_stamp(comp, fx, fy, half, jac, scale, rows=None, cols=None, oversample=None):
     """The component's profile (pixel-averaged, not normalised; if ``absolute``, surface
     brightness per pixel) on a (2 half + 1)^2 stamp centred on the pixel nearest it, before
-    the PSF.
+    the PSF; or on its rows [r0, r1) and columns [c0, c1) only.
 
-    (fx, fy): the component's sub-pixel offset from the stamp's centre pixel.
+    (fx, fy): the component's sub-pixel offset from the stamp's centre pixel; ``oversample``
+    (default the component's) sub-samples per pixel side.
     """
     n = 2 * half + 1
-    ov = comp.oversample
-    sub = (np.arange(n * ov) + 0.5) / ov - 0.5 - half  # sub-pixel centres in pixel units
-    px, py = np.meshgrid(sub - fx, sub - fy)
+    r0, r1 = rows or (0, n)
+    c0, c1 = cols or (0, n)
+    ov = oversample or comp.oversample
+    sub = (np.arange(ov) + 0.5) / ov - 0.5
+    ax = lambda a, b, f: ((np.arange(a, b) - half)[:, None] + sub).ravel() - f  # noqa: E731
+    px, py = np.meshgrid(ax(c0, c1, fx), ax(r0, r1, fy))
     dx = jac[0, 0] * px + jac[0, 1] * py
     dy = jac[1, 0] * px + jac[1, 1] * py
     sb = comp.shape(dx, dy)
-    stamp = sb.reshape(n, ov, n, ov).mean(axis=(1, 3))
+    stamp = sb.reshape(r1 - r0, ov, c1 - c0, ov).mean(axis=(1, 3))
     return stamp * scale**2 if comp.absolute else stamp  # per arcsec^2 -> per pixel
 
 

@@ -167,6 +167,12 @@ class MockSky:
         region = str(photometric_region([ra], [dec])[0])
         return region if region in self.conditions else self.primary
 
+    def home_regions(self, ra, dec) -> np.ndarray:
+        """``home_region`` of many positions at once."""
+        region = photometric_region(np.asarray(ra), np.asarray(dec)).astype(object)
+        region[~np.isin(region, list(self.conditions))] = self.primary
+        return region
+
     @staticmethod
     def ebv(ra, dec):
         """A smooth mock E(B-V) field [mag], 0.02-0.06."""

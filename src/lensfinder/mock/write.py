@@ -157,53 +157,66 @@ def _sweep_rows(msky: MockSky, cfg: MockConfig, region: str | None = None) -> np
     that region's. Sets each source's key in the tree that keeps it (``home_region``)."""
     region = region or msky.primary
     release_number = RELEASE_NUMBERS[(cfg.release, region)]
-    grid = BrickGrid.build()
     srcs = msky.sources
-    ra = np.array([s.ra for s in srcs])
-    dec = np.array([s.dec for s in srcs])
-    owner = grid.lookup(ra, dec)
-    order = np.lexsort((np.arange(len(srcs)), owner["BRICKID"]))
-    rows = np.zeros(len(srcs), dtype=sweep_dtype(cfg.release))
+    n = len(srcs)
+    ra = np.array([s.ra for s in srcs], dtype=np.float64)
+    dec = np.array([s.dec for s in srcs], dtype=np.float64)
+    owner = BrickGrid.build().lookup(ra, dec)
+    order = np.lexsort((np.arange(n), owner["BRICKID"]))
+    ra, dec, owner = ra[order], dec[order], owner[order]
+    src = [srcs[i] for i in order]
+    bid = owner["BRICKID"].astype(np.int64)
+    # OBJID: 0, 1, ... within each brick (rows are sorted by brick)
+    first = np.r_[0, np.flatnonzero(np.diff(bid)) + 1]
+    objid = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
+    rows = np.zeros(n, dtype=sweep_dtype(cfg.release))
     columns = set(rows.dtype.names)
+    rows["RELEASE"], rows["BRICKID"], rows["BRICKNAME"], rows["OBJID"] = release_number, bid, owner["BRICKNAME"], objid
+    types = np.array([s.type for s in src])
+    rows["TYPE"], rows["RA"], rows["DEC"] = types, ra, dec
+    rows["RA_IVAR"] = rows["DEC_IVAR"] = 1.0 / (0.02 / 3600) ** 2
+    rows["EBV"] = msky.ebv(ra, dec)
+    flux = np.array([s.flux for s in src], dtype=np.float64).reshape(n, 3)
+    shape_r = np.array([s.shape_r for s in src], dtype=np.float64)
     psf_of_brick = msky.conditions[region][1]
-    objid = {}
-    for k, i in enumerate(order):
-        s, b = srcs[i], owner[i]
-        bid = int(b["BRICKID"])
-        objid[bid] = objid.get(bid, -1) + 1
-        r = rows[k]
-        r["RELEASE"], r["BRICKID"], r["BRICKNAME"], r["OBJID"] = release_number, bid, b["BRICKNAME"], objid[bid]
-        r["TYPE"], r["RA"], r["DEC"] = s.type, s.ra, s.dec
-        r["RA_IVAR"] = r["DEC_IVAR"] = 1.0 / (0.02 / 3600) ** 2
-        r["EBV"] = msky.ebv(s.ra, s.dec)
-        for band_i, band in enumerate(BANDS):
-            B = band.upper()
-            n = int(msky.nobs(band, s.ra, s.dec, region))
-            fwhm = psf_of_brick.get(bid, {}).get(band, REGION_PSF_FWHM[region][band])
-            sig = _pixel_sigma_1exp(band, fwhm, region) / math.sqrt(max(n, 1))
-            nea_psf = optics.noise_equivalent_area(fwhm)
-            nea = nea_psf + 4 * math.pi * (s.shape_r / PIXSCALE) ** 2
-            r[f"NOBS_{B}"] = n
-            if n > 0:
-                r[f"FLUX_{B}"] = s.flux[band_i]
-                r[f"FLUX_IVAR_{B}"] = 1.0 / (sig**2 * nea)
-                r[f"PSFSIZE_{B}"] = fwhm
-                r[f"PSFDEPTH_{B}"] = 1.0 / (sig**2 * nea_psf)
-                r[f"GALDEPTH_{B}"] = 1.0 / (sig**2 * (nea_psf + 4 * math.pi * (0.45 / PIXSCALE) ** 2))
-                r[f"FIBERFLUX_{B}"] = r[f"FIBERTOTFLUX_{B}"] = 0.4 * s.flux[band_i]
-                r[f"FRACIN_{B}"] = 1.0
-        for B in EXTINCTION_R:
-            if f"MW_TRANSMISSION_{B}" in columns:  # no i band before DR10
-                r[f"MW_TRANSMISSION_{B}"] = 10 ** (-EXTINCTION_R[B] * r["EBV"] / 2.5)
-        r["DCHISQ"] = [100.0, 120.0, 130.0, 130.0, 140.0] if s.type != "PSF" else [100.0, 90.0, 80.0, 80.0, 80.0]
-        r["SHAPE_R"], r["SHAPE_E1"], r["SHAPE_E2"] = s.shape_r, s.e1, s.e2
-        if s.type != "PSF":
-            r["SHAPE_R_IVAR"] = r["SHAPE_E1_IVAR"] = r["SHAPE_E2_IVAR"] = 100.0
-        r["SERSIC"] = s.sersic
-        r["REF_CAT"] = "  "
-        r["WISE_COADD_ID"] = "1497p015"
-        if msky.home_region(s.ra, s.dec) == region:
-            s.key = (release_number, bid, objid[bid])
+    for band_i, band in enumerate(BANDS):
+        B = band.upper()
+        nobs = np.concatenate([msky.nobs(band, ra[i : i + 20000], dec[i : i + 20000], region)
+                               for i in range(0, n, 20000)]) if n else np.zeros(0, np.int16)
+        default = REGION_PSF_FWHM[region][band]
+        fwhm_of = {b: psf_of_brick.get(b, {}).get(band, default) for b in np.unique(bid).tolist()}
+        fwhm = np.array([fwhm_of[b] for b in bid.tolist()], dtype=np.float64)
+        nea_psf = np.array([optics.noise_equivalent_area(f) for f in fwhm_of.values()])
+        nea_psf = nea_psf[np.searchsorted(np.array(list(fwhm_of)), bid)] if n else nea_psf
+        sig = np.array([_pixel_sigma_1exp(band, f, region) for f in fwhm_of.values()])
+        sig = (sig[np.searchsorted(np.array(list(fwhm_of)), bid)] if n else sig) / np.sqrt(np.maximum(nobs, 1))
+        nea = nea_psf + 4 * math.pi * (shape_r / PIXSCALE) ** 2
+        seen = nobs > 0
+        rows[f"NOBS_{B}"] = nobs
+        rows[f"FLUX_{B}"] = np.where(seen, flux[:, band_i], 0.0)
+        rows[f"FLUX_IVAR_{B}"] = np.where(seen, 1.0 / (sig**2 * nea), 0.0)
+        rows[f"PSFSIZE_{B}"] = np.where(seen, fwhm, 0.0)
+        rows[f"PSFDEPTH_{B}"] = np.where(seen, 1.0 / (sig**2 * nea_psf), 0.0)
+        rows[f"GALDEPTH_{B}"] = np.where(seen, 1.0 / (sig**2 * (nea_psf + 4 * math.pi * (0.45 / PIXSCALE) ** 2)), 0.0)
+        rows[f"FIBERFLUX_{B}"] = rows[f"FIBERTOTFLUX_{B}"] = np.where(seen, 0.4 * flux[:, band_i], 0.0)
+        rows[f"FRACIN_{B}"] = np.where(seen, 1.0, 0.0)
+    for B in EXTINCTION_R:
+        if f"MW_TRANSMISSION_{B}" in columns:  # no i band before DR10
+            rows[f"MW_TRANSMISSION_{B}"] = 10 ** (-EXTINCTION_R[B] * rows["EBV"] / 2.5)
+    point = types == "PSF"
+    rows["DCHISQ"] = np.where(point[:, None], [100.0, 90.0, 80.0, 80.0, 80.0], [100.0, 120.0, 130.0, 130.0, 140.0])
+    rows["SHAPE_R"] = shape_r
+    rows["SHAPE_E1"] = [s.e1 for s in src]
+    rows["SHAPE_E2"] = [s.e2 for s in src]
+    for c in ("SHAPE_R_IVAR", "SHAPE_E1_IVAR", "SHAPE_E2_IVAR"):
+        rows[c] = np.where(point, 0.0, 100.0)
+    rows["SERSIC"] = [s.sersic for s in src]
+    rows["REF_CAT"] = "  "
+    rows["WISE_COADD_ID"] = "1497p015"
+    home = msky.home_regions(ra, dec)
+    for s, b, o, h in zip(src, bid.tolist(), objid.tolist(), home):
+        if h == region:
+            s.key = (release_number, b, o)
     return rows
 
 

@@ -1,4 +1,5 @@
-"""Sharded inference: one model over one sweep's cutout shards -> one Parquet of scores.
+"""Sharded inference: one model over one sweep's cutout shards -> one Parquet of scores
+(rules ``infer``, ``infer_injections`` and, on the sealed survey, ``sealed_infer``).
 
 The fp16 shards are memory-mapped and streamed in large batches; the conversion to fp32
 happens on the device, with bf16 autocast on GPUs. The model applies the input transform

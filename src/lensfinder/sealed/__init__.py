@@ -1,0 +1,14 @@
+"""The sealed test survey: a second mock sky, with its own seed and area, that the search
+never sees until its trained networks score it (``snakemake --cores all sealed``, on
+request only, after the main run).
+
+* ``survey``: its settings, its sweeps and truth, the selection, and its cutouts (rule
+  ``sealed_survey``);
+* ``stamps``: cutouts rendered straight from the drawn sky (no coadd bricks);
+* ``baseline``: the catalogue-only classifier on sweep columns, no pixels (rule
+  ``sealed_baseline``);
+* ``measure``: every scorer at the sky's operating point, its ROC and the FPR by
+  contaminant kind (rule ``sealed_measure``).
+
+The networks score its cutouts with ``lensfinder.ranking.infer`` (rule ``sealed_infer``).
+"""

@@ -1,0 +1,100 @@
+"""The sealed survey's settings, and its build: sweeps, truth, selection and cutouts.
+
+It is the training mock's sky (``mock`` section: the same populations, contaminant zoo,
+depth and seeing) drawn with its own seed on its own bricks, so it shares no object, brick
+or deflector with the survey the networks learned from. Its sweeps and truth are written in
+the survey's own format (a tree without coadds) and selected by the run's own selection;
+its cutouts are rendered straight from the drawn sky (``lensfinder.sealed.stamps``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from lensfinder.catalog.select import SelectionConfig, select_sweep
+from lensfinder.errors import LensfinderError
+from lensfinder.files import atomic_path
+from lensfinder.mock.layout import MockConfig, mock_bricks, mock_trees, planned_sweeps
+from lensfinder.settings import Settings
+
+
+@dataclass
+class SealedConfig(Settings):
+    """Where and how large the sealed survey is; counts are per brick (as the mock's)."""
+
+    section: ClassVar[str] = "sealed"
+    seed: int = 20270101  # its own sky: never the training mock's seed
+    ra_center: float = 200.0  # deg; its own area, away from the training mock's bricks
+    dec_center: float = -10.0
+    n_bricks_ra: int = 20
+    n_bricks_dec: int = 20  # 400 bricks: about 100,000 selected objects
+    lenses: int = 3  # deflectors per brick (1,200 mock lenses: recall is measured to a few per cent)
+
+
+def sealed_mock_config(mock: MockConfig, sealed: SealedConfig) -> MockConfig:
+    """The training mock's config with the sealed survey's seed, area and lens count."""
+    if mock.regions != ["south"]:
+        raise LensfinderError(f"the sealed survey is a south (DECaLS) mock; mock.regions is {mock.regions}")
+    return replace(mock, seed=sealed.seed, ra_center=sealed.ra_center, dec_center=sealed.dec_center,
+                   n_bricks_ra=sealed.n_bricks_ra, n_bricks_dec=sealed.n_bricks_dec, lenses=sealed.lenses)
+
+
+def check_apart(training: MockConfig, sealed: MockConfig) -> None:
+    """The sealed survey must not share a seed or a brick with the training mock."""
+    if training.seed == sealed.seed:
+        raise LensfinderError(f"sealed.seed {sealed.seed} is the training mock's seed: give the sealed survey its own")
+    shared = np.intersect1d(mock_bricks(training)["BRICKID"], mock_bricks(sealed)["BRICKID"])
+    if len(shared):
+        raise LensfinderError(f"the sealed survey shares {len(shared)} brick(s) with the training mock (e.g. BRICKID "
+                              f"{int(shared[0])}): move sealed.ra_center / sealed.dec_center away from mock's")
+
+
+def sealed_sweeps(sealed: MockConfig) -> list[str]:
+    """The sweep files the sealed survey writes (its cutouts and objects go by these names)."""
+    return planned_sweeps(sealed)
+
+
+def build_sealed_survey(out_dir, sealed: MockConfig, selection: SelectionConfig, size: int = 101,
+                        workers: int = 1, max_rows: int = 20000, progress: bool = True) -> dict:
+    """Draw the sealed sky and write, under ``out_dir``: ``survey/`` (sweeps, bricks tables,
+    truth/lenses.csv and truth/lookalikes.csv; no coadds), ``objects/<sweep>.parquet`` and
+    ``.counts.csv`` (the run's selection), ``cutouts/<sweep>/`` (shards) and ``survey.json``
+    (the config and the counts at every step). Returns that summary."""
+    from lensfinder.mock.sky import MockSky
+    from lensfinder.mock.write import _sweep_rows, _write_bricks, _write_catalogues, _write_sweeps
+    from lensfinder.sealed.stamps import SkyIndex, render_sweep_stamps
+    from lensfinder.survey.sweeps import parse_sweep_name
+
+    out_dir = Path(out_dir)
+    root = out_dir / "survey"
+    tree = mock_trees(root, sealed)[0]
+    msky = MockSky(sealed)
+    rows = _sweep_rows(msky, sealed)
+    _write_bricks([tree], msky.bricks, sealed)
+    _write_sweeps(tree, rows, sealed)
+    _write_catalogues(root, msky, sealed)
+    index = SkyIndex(msky)
+    counts = {}
+
+    for sweep in sealed_sweeps(sealed):
+        objects_path = out_dir / "objects" / f"{sweep}.parquet"
+        objects_path.parent.mkdir(parents=True, exist_ok=True)
+        select_sweep(tree.sweep_path(sweep), objects_path, out_dir / "objects" / f"{sweep}.counts.csv",
+                            selection, tree_region=tree.region, progress=progress)
+        objects = pq.read_table(objects_path).to_pandas()
+        manifest = render_sweep_stamps(msky, index, objects, out_dir / "cutouts" / sweep, size, sealed.release,
+                                       seed=sealed.seed, workers=workers, max_rows=max_rows, progress=progress)
+        in_sweep = parse_sweep_name(sweep).contains(rows["RA"], rows["DEC"])
+        counts[sweep] = {"sweep_rows": int(in_sweep.sum()), **manifest["counts"]}
+    summary = {"mock": asdict(sealed), "sources": len(msky.sources), "lenses": len(msky.lenses),
+               "lookalikes": len(msky.lookalikes), "bricks": len(msky.bricks), "sweeps": counts,
+               "cutouts": "rendered from the drawn sky (lensfinder.sealed.stamps); no coadds written"}
+    with atomic_path(out_dir / "survey.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    return summary
