@@ -163,8 +163,8 @@ def test_snakemake_sealed_scores_the_sealed_survey_with_every_scorer(tiny_run, t
     for entry in m["scorers"].values():
         assert 0 <= entry["auc_ci"][0] <= entry["auc"] <= entry["auc_ci"][1] <= 1
         # FPR 1e-4 needs 10,000 nonlenses: on a tiny survey it is not measurable, never a number
-        assert entry["recall_at_fpr_0.0001"]["measurable"] is False and math.isnan(entry["recall_at_fpr_0.0001"]["recall"])
-        at = entry["recall_at_fpr_0.001"]
+        assert entry["recall_at_fpr_1e-4"]["measurable"] is False and math.isnan(entry["recall_at_fpr_1e-4"]["recall"])
+        at = entry["recall_at_fpr_1e-3"]
         assert at["measurable"] == (c["nonlenses"] >= 1000)
     assert set(m["fpr_by_kind"]) == set(c["by_kind"])
     kinds = pd.read_csv(res / "fpr_by_kind.csv")

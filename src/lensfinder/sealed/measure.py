@@ -85,7 +85,7 @@ def measure_sealed(score_paths: dict, baseline_path, objects_paths, meta_path, t
             if at["measurable"]:
                 sel = s > at["threshold_logit"]
                 at = {**at, "rates": rates_at(y, float(y[sel].sum()), float(sel.sum()), cfg.sky_lens_fraction)}
-            entry[f"recall_at_fpr_{q}"] = at
+            entry[f"recall_at_fpr_{fpr_label(float(q))}"] = at
         cut = full["at_fpr"][f"{cut_fpr:g}"]
         threshold = np.nextafter(cut["threshold_logit"], np.inf) if cut["measurable"] else np.inf
         detail = evaluate_scorer(y, s, types, theta, threshold, cfg, kinds)
@@ -103,6 +103,12 @@ def measure_sealed(score_paths: dict, baseline_path, objects_paths, meta_path, t
         _kind_table(metrics).to_csv(tmp, index=False)
     plot_sealed(y, scores, metrics, cfg, out_dir / "roc.png")
     return metrics
+
+
+def fpr_label(fpr: float) -> str:
+    """1e-3 for 0.001: the key of a recall at an FPR point in metrics.json."""
+    mantissa, exponent = f"{fpr:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def _by_kind(by_kind: dict, cut: str) -> dict:

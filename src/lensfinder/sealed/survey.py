@@ -32,9 +32,9 @@ class SealedConfig(Settings):
     seed: int = 20270101  # its own sky: never the training mock's seed
     ra_center: float = 200.0  # deg; its own area, away from the training mock's bricks
     dec_center: float = -10.0
-    n_bricks_ra: int = 20
-    n_bricks_dec: int = 20  # 400 bricks: about 100,000 selected objects
-    lenses: int = 3  # deflectors per brick (1,200 mock lenses: recall is measured to a few per cent)
+    n_bricks_ra: int = 22
+    n_bricks_dec: int = 21  # 462 bricks: over 100,000 selected objects at the mock's ~220 a brick
+    lenses: int = 4  # deflectors per brick: ~1,800, some 1,200 of them selected (recall to a few per cent)
 
 
 def sealed_mock_config(mock: MockConfig, sealed: SealedConfig) -> MockConfig:
