@@ -140,6 +140,23 @@ def test_catalogue_only_baseline_learns_colour_and_scores_every_object(tmp_path)
         baseline.features(objects.drop(columns="SHAPE_R"))
 
 
+def test_injected_recall_counts_injections_above_the_cut_and_bootstraps_over_deflectors():
+    from lensfinder.sealed.injected import recall_at
+
+    rng = np.random.default_rng(1)
+    # 40 deflectors with 10 injections each; a deflector's injections are all found or all missed
+    found_deflector = rng.random(40) < 0.5
+    deflectors = np.repeat(np.arange(40), 10)
+    s = np.where(found_deflector[deflectors], 2.0, -2.0)
+    r = recall_at(0.0, s, deflectors, n_boot=2000)
+    assert r["n"] == 400 and r["recovered"] == 10 * int(found_deflector.sum())
+    assert r["recall"] == pytest.approx(found_deflector.mean())
+    wilson = r["recall_ci"][1] - r["recall_ci"][0]
+    boot = r["recall_ci_deflectors"][1] - r["recall_ci_deflectors"][0]
+    assert boot > 2 * wilson  # 40 independent draws, not 400
+    assert math.isnan(recall_at(float("nan"), s, deflectors)["recall"])  # no cut: no recall
+
+
 def test_snakemake_sealed_scores_the_sealed_survey_with_every_scorer(tiny_run, tmp_path):
     """On the finished tiny run: `snakemake sealed` runs only the sealed rules, writes every
     scorer's figures with counts that add up, and the main run's DAG reads nothing of it."""
@@ -148,13 +165,17 @@ def test_snakemake_sealed_scores_the_sealed_survey_with_every_scorer(tiny_run, t
     shutil.copytree(src, work, symlinks=True)
     dry = run_snakemake(work, "-n", "sealed").stdout
     jobs = {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+\s*$", dry.split("Job stats:")[1].split("\n\n")[0], flags=re.M)}
-    assert jobs - {"job", "total"} == {"sealed_survey", "sealed_infer", "sealed_baseline", "sealed_measure", "sealed"}
+    assert jobs - {"job", "total"} == {"sealed_survey", "sealed_infer", "sealed_baseline", "sealed_measure", "sealed",
+                                       "sealed_inject", "sealed_infer_injections"}
     run_snakemake(work, "sealed")
     res = work / "results/mock/sealed"
     m = json.loads((res / "metrics.json").read_text())
     c = m["counts"]
     objects = sum(len(pd.read_parquet(p)) for p in (res / "objects").glob("*.parquet"))
-    assert c["objects_scored"] == objects == c["nonlenses"] + c["lenses_mock"] and c["lenses_injected"] == 0
+    assert c["objects_scored"] == objects == c["nonlenses"] + c["lenses_mock"]
+    injected = json.loads((res / "injections/summary.json").read_text())
+    assert c["lenses_injected"] == injected["injections"] == m["injected"]["n"] == len(ShardSet(res / "injections/manifest.json"))
+    assert set(m["injected"]["scorers"]) == {"resnet", "shielded", "mean", "meta-learner", "catalogue_only"}
     assert c["lenses_mock"] == len(pd.read_csv(res / "survey/truth/lenses.csv").merge(
         pd.concat([pd.read_parquet(p) for p in (res / "objects").glob("*.parquet")]),
         left_on=["release", "brickid", "objid"], right_on=["RELEASE", "BRICKID", "OBJID"])) > 0
@@ -170,6 +191,12 @@ def test_snakemake_sealed_scores_the_sealed_survey_with_every_scorer(tiny_run, t
     kinds = pd.read_csv(res / "fpr_by_kind.csv")
     assert set(kinds.scorer) == set(m["scorers"]) and (kinds.groupby("scorer").n.sum() == c["nonlenses"]).all()
     assert (res / "roc.png").stat().st_size > 10_000
+    from lensfinder.results import sealed_table
+
+    table = sealed_table(work / "results/mock")
+    assert f"{c['objects_scored']:,} scored objects" in table and f"{c['lenses_mock']:,} mock lenses" in table
+    row = next(line for line in table.splitlines() if line.startswith("| recall at FPR 1e-4"))
+    assert all(f"`{s}` not measurable" in row for s in m["scorers"])
     # the main run's DAG (rule all) holds no sealed rule: nothing of it reads the sealed survey
     dry_all = run_snakemake(work, "-n", "--forceall").stdout
     assert "sealed" not in dry_all.split("Job stats:")[1].split("\n\n")[0]

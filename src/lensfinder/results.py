@@ -1,5 +1,6 @@
 """``lensfinder-results RUN_DIR``: the run's headline figures as a Markdown table, read from
-its outputs (never typed by hand), for the README or a paper's notes.
+its outputs (never typed by hand), for the README or a paper's notes; with ``--sealed``, the
+sealed test survey's figures (rule sealed).
 
 Quality figures are those of the evaluation stage: objects the networks never saw, purity
 at the sky's lens density, 95% intervals. Validation AUCs are listed as what they are: the
@@ -24,11 +25,16 @@ def _ci(value, ci, fmt="{:.3f}"):
 def _percent(fraction) -> str:
     """A fraction in percent: one decimal, or two significant digits below 1 %."""
     v = 100 * fraction
+    v = 0.0 if abs(v) < 1e-9 else v  # an interval's end at 0 computed as 1e-15
     return f"{v:.1f}" if v >= 1 or v == 0 else f"{v:.2g}"
 
 
 def _pct(value, ci):
     return f"{_percent(value)} [{_percent(ci[0])}, {_percent(ci[1])}] %"
+
+
+def _pct_pair(ci) -> str:
+    return f"{_percent(ci[0])}, {_percent(ci[1])} %"
 
 
 def _purity(rates) -> str:
@@ -41,7 +47,7 @@ def _purity(rates) -> str:
 
 
 def _sci(value, ci):
-    return _ci(value, ci, "{:.2g}")
+    return _ci(value, [0.0 if abs(v) < 1e-12 else v for v in ci], "{:.2g}")
 
 
 def _by_source(ts: dict) -> str:
@@ -172,12 +178,66 @@ def _selfsupervised_rows(d: Path) -> list:
     return rows
 
 
+def sealed_table(run_dir) -> str:
+    """The Markdown table of the sealed test survey (``results/<run>/sealed``, rule sealed):
+    every scorer at the sky's operating point, on objects that chose nothing."""
+    path = Path(run_dir) / "sealed/metrics.json"
+    if not path.exists():
+        raise LensfinderError(f"{path} does not exist: run snakemake --cores all sealed first")
+    m = json.loads(path.read_text())
+    c, sc = m["counts"], m["scorers"]
+    f = m["sky_lens_fraction"]
+    rows = [("sealed survey", f"seed {m['survey']['seed']}, {m['survey']['bricks']} bricks at RA "
+                              f"{m['survey']['ra_center']:g}, Dec {m['survey']['dec_center']:g}; "
+                              f"{c['objects_scored']:,} scored objects"),
+            ("lenses / nonlenses", f"{c['lenses_mock']:,} mock lenses, {c['lenses_injected']:,} injected / "
+                                   f"{c['nonlenses']:,} nonlenses (" + ", ".join(
+                                       f"{k} {n:,}" for k, n in sorted(c["by_kind"].items(), key=lambda kv: -kv[1])) + ")"),
+            ("AUC [95 %]", "; ".join(f"`{s}` {_ci(e['auc'], e['auc_ci'])}" for s, e in sc.items()))]
+    keys = [k for k in next(iter(sc.values())) if k.startswith("recall_at_fpr_")]
+    for key in keys:
+        q = key.removeprefix("recall_at_fpr_")
+        rows.append((f"recall at FPR {q} [95 %]", "; ".join(
+            f"`{s}` {_pct(e[key]['recall'], e[key]['recall_ci'])}" if e[key]["measurable"] else f"`{s}` not measurable"
+            for s, e in sc.items())))
+        rows.append((f"purity at the sky's density ({f:g}) at FPR {q}", "; ".join(
+            f"`{s}` {_purity(e[key]['rates'])}" for s, e in sc.items() if e[key]["measurable"]) or "not measurable"))
+    inj = m.get("injected")
+    if inj and inj["n"]:
+        for q in next(iter(inj["scorers"].values())):
+            if q == "per_theta_e":
+                continue
+            rows.append((f"injected lenses ({inj['n']:,} on {inj['deflectors']:,} deflectors): recall at FPR {q} "
+                         "[Wilson; bootstrap over deflectors]", "; ".join(
+                             f"`{s}` {_pct(e[q]['recall'], e[q]['recall_ci'])} [{_pct_pair(e[q]['recall_ci_deflectors'])}]"
+                             if e[q]["recall"] == e[q]["recall"] else f"`{s}` not measurable"
+                             for s, e in inj["scorers"].items())))
+    rows.append((f"partial AUC, FPR <= {next(iter(sc.values()))['partial_auc']['max_fpr']:g} (McClish; 0.5 is chance)",
+                 "; ".join(f"`{s}` {e['partial_auc']['value']:.3f}" for s, e in sc.items())))
+    if m.get("comparisons"):
+        rows.append(("AUC differences on the same objects (paired bootstrap 95 %)", "; ".join(
+            f"{k} {_ci(d['difference'], d['difference_ci'], '{:+.3f}')}" for k, d in m["comparisons"].items())))
+    meta = sc["meta-learner"]
+    cut = next(k for k in next(iter(m["fpr_by_kind"].values())) if k != "n")
+    if meta["per_theta_e"]:
+        rows.append((f"`meta-learner` recall at its {cut} cut by theta_E", "; ".join(
+            f"{b['theta_e_lo']:g}-{b['theta_e_hi']:g}\": {_pct(b['recall'], b['recall_ci'])} (n={b['n_lenses']})"
+            for b in meta["per_theta_e"])))
+    kinds = sorted(m["fpr_by_kind"].items(), key=lambda kv: -kv[1][cut]["fpr"])
+    rows.append((f"`meta-learner` FPR at its {cut} cut by kind (false positives / nonlenses)", "; ".join(
+        f"{k} {_sci(v[cut]['fpr'], v[cut]['fpr_ci'])} ({v[cut]['false_positives']:g}/{v['n']:,})" for k, v in kinds)))
+    lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Print a run's headline figures (Markdown) from its outputs.")
     ap.add_argument("run_dir", nargs="?", default="results/mock", help="results/<run> (default results/mock)")
+    ap.add_argument("--sealed", action="store_true",
+                    help="the sealed test survey's table (results/<run>/sealed, after snakemake sealed)")
     args = ap.parse_args(argv)
     try:
-        print(results_table(args.run_dir))
+        print(sealed_table(args.run_dir) if args.sealed else results_table(args.run_dir))
     except LensfinderError as err:
         raise SystemExit(f"lensfinder-results: {err}") from None
 

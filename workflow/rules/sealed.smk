@@ -50,6 +50,49 @@ rule sealed_infer:
         "../scripts/infer.py"
 
 
+rule sealed_inject:
+    input:
+        objects=rules.sealed_survey.output.objects,
+        cutouts=rules.sealed_survey.output.manifests,
+        truth=rules.sealed_survey.output.truth,
+    output:
+        manifest=f"{SEALED}/injections/manifest.json",
+        summary=f"{SEALED}/injections/summary.json",
+        mosaic=f"{SEALED}/injections/injections.png",
+    log:
+        f"{RESULTS}/logs/sealed/inject.log",
+    params:
+        injection=config["injection"],
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../../envs/lensfinder.yaml"
+    script:
+        "../scripts/sealed_inject.py"
+
+
+rule sealed_infer_injections:
+    input:
+        manifests=[rules.sealed_inject.output.manifest],
+        checkpoint=f"{RESULTS}/models/{{model}}/best.pt",
+    output:
+        f"{SEALED}/injections/scores/{{model}}.parquet",
+    log:
+        f"{RESULTS}/logs/sealed/infer_injections/{{model}}.log",
+    params:
+        infer=INFER_SETTINGS,
+        sweeps=["injections"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/lensfinder.yaml"
+    script:
+        "../scripts/infer.py"
+
+
 rule sealed_baseline:
     input:
         labels=f"{RESULTS}/trainset/labels.parquet",
@@ -72,6 +115,8 @@ rule sealed_baseline:
 rule sealed_measure:
     input:
         **{f"scores_{m}": f"{SEALED}/scores/{m}.parquet" for m in NETWORKS},
+        **{f"injected_{m}": f"{SEALED}/injections/scores/{m}.parquet" for m in NETWORKS},
+        injections=rules.sealed_inject.output.manifest,
         baseline=rules.sealed_baseline.output.scores,
         objects=rules.sealed_survey.output.objects,
         meta=f"{RESULTS}/ensemble/meta.pkl",

@@ -14,7 +14,8 @@ def step():
                               "only: set it false for the sealed measurement")
     metrics = measure_sealed({m: [i[f"scores_{m}"]] for m in p.models}, i.baseline, i.objects, i.meta, i.truth,
                              i.lookalikes, EvaluationConfig.from_dict(p.evaluation), i.summary,
-                             Path(snakemake.output.metrics).parent)
+                             Path(snakemake.output.metrics).parent,
+                             injections=(i.injections, {m: i[f"injected_{m}"] for m in p.models}))
     return metrics["counts"]
 
 

@@ -1,4 +1,5 @@
-"""Sets of injected lenses: the selection function's grid (rule ``inject``), and the injected
+"""Sets of injected lenses: the selection function's grid (rule ``inject``, and ``sealed_inject``
+on the sealed survey), and the injected
 positives of the training set (``training_injections``, added by ``lensfinder.trainset.injections``).
 """
 
@@ -65,7 +66,8 @@ def write_injection_set(object_paths, manifests, labels_path, catalog_specs, cfg
     """The selection function's injections as a shard set in ``out_dir``.
 
     Deflectors pass ``cfg.deflectors`` and are disjoint from the training set (both splits:
-    every key in ``labels_path``; no deflector's cutout holds a training lens). The grid
+    every key in ``labels_path``; no deflector's cutout holds a training lens; ``None``: a
+    survey no network trained on, such as the sealed one). The grid
     (``cfg.grid``) sets theta_E and the source magnitude; the other parameters come from
     the priors. Index rows carry the injection's key (RELEASE 0, BRICKID 0, OBJID =
     INJECTION_ID: a deflector may carry several injections), the deflector's key
@@ -75,7 +77,9 @@ def write_injection_set(object_paths, manifests, labels_path, catalog_specs, cfg
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    labels = pd.read_parquet(labels_path)
+    labels = (pd.read_parquet(labels_path) if labels_path is not None
+              else pd.DataFrame({c: pd.Series(dtype="int64" if c in (*KEY, "LABEL") else "float64")
+                                 for c in (*KEY, "LABEL", "RA", "DEC")}))
     lenses = labels[labels["LABEL"] == 1]
     found = find_deflectors(object_paths, manifests, cfg.deflectors, catalog_specs, truth_path,
                             zip(*(labels[k].astype(np.int64) for k in KEY)),

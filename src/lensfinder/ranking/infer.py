@@ -1,5 +1,6 @@
 """Sharded inference: one model over one sweep's cutout shards -> one Parquet of scores
-(rules ``infer``, ``infer_injections`` and, on the sealed survey, ``sealed_infer``).
+(rules ``infer``, ``infer_injections`` and, on the sealed survey, ``sealed_infer`` and
+``sealed_infer_injections``).
 
 The fp16 shards are memory-mapped and streamed in large batches; the conversion to fp32
 happens on the device, with bf16 autocast on GPUs. The model applies the input transform

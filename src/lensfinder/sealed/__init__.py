@@ -5,6 +5,8 @@ request only, after the main run).
 * ``survey``: its settings, its sweeps and truth, the selection, and its cutouts (rule
   ``sealed_survey``);
 * ``stamps``: cutouts rendered straight from the drawn sky (no coadd bricks);
+* ``injected``: the selection function's injections on the sealed deflectors (rules
+  ``sealed_inject``, ``sealed_infer_injections``), measured at the nonlenses' FPR cuts;
 * ``baseline``: the catalogue-only classifier on sweep columns, no pixels (rule
   ``sealed_baseline``);
 * ``measure``: every scorer at the sky's operating point, its ROC and the FPR by

@@ -50,8 +50,11 @@ def sealed_table(score_paths: dict, baseline_path, objects_paths, meta_path) -> 
 
 
 def measure_sealed(score_paths: dict, baseline_path, objects_paths, meta_path, truth, lookalikes,
-                   cfg: EvaluationConfig, survey_json, out_dir) -> dict:
-    """Write ``metrics.json``, ``metrics.csv``, ``fpr_by_kind.csv`` and ``roc.png`` to ``out_dir``."""
+                   cfg: EvaluationConfig, survey_json, out_dir, injections=None) -> dict:
+    """Write ``metrics.json``, ``metrics.csv``, ``fpr_by_kind.csv`` and ``roc.png`` to ``out_dir``.
+
+    ``injections``: (the injection set's manifest, {network: its scores}) to measure the
+    injected lenses too, at the cuts the sealed nonlenses set."""
     out_dir = Path(out_dir)
     cfg = replace(cfg, truth=str(truth), lookalikes=str(lookalikes))
     table, columns = sealed_table(score_paths, baseline_path, objects_paths, meta_path)
@@ -93,6 +96,9 @@ def measure_sealed(score_paths: dict, baseline_path, objects_paths, meta_path, t
         entry["fpr_by_kind"] = _by_kind(detail["fpr_by_kind"], f"fpr {cut_fpr:g}")
         metrics["scorers"][name] = entry
     metrics["fpr_by_kind"] = metrics["scorers"]["meta-learner"]["fpr_by_kind"]
+    if injections is not None:
+        metrics["injected"] = _injected(injections, score_paths, meta_path, baseline_path, columns, metrics, cfg)
+        metrics["counts"]["lenses_injected"] = metrics["injected"]["n"]
     metrics["comparisons"] = compare_scorers(y, scores, cfg.bootstrap)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "metrics.json") as tmp:
@@ -103,6 +109,19 @@ def measure_sealed(score_paths: dict, baseline_path, objects_paths, meta_path, t
         _kind_table(metrics).to_csv(tmp, index=False)
     plot_sealed(y, scores, metrics, cfg, out_dir / "roc.png")
     return metrics
+
+
+def _injected(injections, score_paths, meta_path, baseline_path, columns, metrics, cfg) -> dict:
+    """The injected lenses' recall at every scorer's FPR cuts (``lensfinder.sealed.injected``)."""
+    from lensfinder.ranking.ensemble import load_meta
+    from lensfinder.sealed.injected import injected_scores, measure_injected
+
+    manifest, inj_scores = injections
+    table = injected_scores(manifest, {m: inj_scores[m] for m in score_paths}, load_meta(meta_path), baseline_path)
+    thresholds = {name: {k.removeprefix("recall_at_fpr_"): (e[k]["threshold_logit"] if e[k]["measurable"] else np.nan)
+                         for k in e if k.startswith("recall_at_fpr_")} for name, e in metrics["scorers"].items()}
+    return {"n": len(table), "deflectors": int(table[["DEFLECTOR_BRICKID", "DEFLECTOR_OBJID"]].drop_duplicates().shape[0]),
+            "scorers": measure_injected(table, columns, thresholds, cfg.theta_e_bins, cfg.bootstrap)}
 
 
 def fpr_label(fpr: float) -> str:
