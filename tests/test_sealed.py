@@ -168,16 +168,16 @@ def test_snakemake_sealed_scores_the_sealed_survey_with_every_scorer(tiny_run, t
     assert jobs - {"job", "total"} == {"sealed_survey", "sealed_infer", "sealed_baseline", "sealed_measure", "sealed",
                                        "sealed_inject", "sealed_infer_injections"}
     run_snakemake(work, "sealed")
-    res = work / "results/mock/sealed"
+    res, data = work / "results/mock/sealed", work / "resources/sealed_survey"
     m = json.loads((res / "metrics.json").read_text())
     c = m["counts"]
-    objects = sum(len(pd.read_parquet(p)) for p in (res / "objects").glob("*.parquet"))
+    objects = sum(len(pd.read_parquet(p)) for p in (data / "objects").glob("*.parquet"))
     assert c["objects_scored"] == objects == c["nonlenses"] + c["lenses_mock"]
-    injected = json.loads((res / "injections/summary.json").read_text())
-    assert c["lenses_injected"] == injected["injections"] == m["injected"]["n"] == len(ShardSet(res / "injections/manifest.json"))
+    injected = json.loads((data / "injections/summary.json").read_text())
+    assert c["lenses_injected"] == injected["injections"] == m["injected"]["n"] == len(ShardSet(data / "injections/manifest.json"))
     assert set(m["injected"]["scorers"]) == {"resnet", "shielded", "mean", "meta-learner", "catalogue_only"}
-    assert c["lenses_mock"] == len(pd.read_csv(res / "survey/truth/lenses.csv").merge(
-        pd.concat([pd.read_parquet(p) for p in (res / "objects").glob("*.parquet")]),
+    assert c["lenses_mock"] == len(pd.read_csv(data / "survey/truth/lenses.csv").merge(
+        pd.concat([pd.read_parquet(p) for p in (data / "objects").glob("*.parquet")]),
         left_on=["release", "brickid", "objid"], right_on=["RELEASE", "BRICKID", "OBJID"])) > 0
     assert sum(c["by_kind"].values()) == c["nonlenses"]
     assert set(m["scorers"]) == {"resnet", "shielded", "mean", "meta-learner", "catalogue_only"}

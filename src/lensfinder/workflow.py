@@ -52,6 +52,15 @@ def sealed_config(config):
     return sealed
 
 
+def sealed_root(config) -> str:
+    """Where the sealed survey's data go (``sealed.root``): its tree, objects, cutouts and
+    injections, which depend on the mock, sealed, selection, cutouts and injection sections
+    only, so several runs (training seeds) score one survey."""
+    from lensfinder.sealed.survey import SealedConfig
+
+    return SealedConfig.from_dict(config.get("sealed")).root
+
+
 def sealed_sweeps(config) -> list[str]:
     """The sealed survey's sweep names (planned, not drawn)."""
     from lensfinder.sealed.survey import sealed_sweeps as planned

@@ -1,19 +1,20 @@
 # The sealed test survey (lensfinder.sealed), on request only: snakemake --cores all sealed.
 # A second mock sky with its own seed and bricks, scored by the trained networks, the
 # meta-learner and a catalogue-only baseline. No rule of the main run reads anything here.
-SEALED = f"{RESULTS}/sealed"
+SEALED = f"{RESULTS}/sealed"  # this run's scores and figures
+SEALED_DATA = lfw.sealed_root(config)  # the survey itself (like the mock's tree): shared by runs
 SEALED_SWEEPS = lfw.sealed_sweeps(config)
 
 
 rule sealed_survey:
     output:
-        manifests=expand(f"{SEALED}/cutouts/{{sweep}}/manifest.json", sweep=SEALED_SWEEPS),
-        objects=expand(f"{SEALED}/objects/{{sweep}}.parquet", sweep=SEALED_SWEEPS),
-        truth=f"{SEALED}/survey/truth/lenses.csv",
-        lookalikes=f"{SEALED}/survey/truth/lookalikes.csv",
-        summary=f"{SEALED}/survey.json",
+        manifests=expand(f"{SEALED_DATA}/cutouts/{{sweep}}/manifest.json", sweep=SEALED_SWEEPS),
+        objects=expand(f"{SEALED_DATA}/objects/{{sweep}}.parquet", sweep=SEALED_SWEEPS),
+        truth=f"{SEALED_DATA}/survey/truth/lenses.csv",
+        lookalikes=f"{SEALED_DATA}/survey/truth/lookalikes.csv",
+        summary=f"{SEALED_DATA}/survey.json",
     log:
-        f"{RESULTS}/logs/sealed/survey.log",
+        "logs/sealed_survey.log",
     params:
         mock=config["mock"],
         sealed=config["sealed"],
@@ -56,11 +57,11 @@ rule sealed_inject:
         cutouts=rules.sealed_survey.output.manifests,
         truth=rules.sealed_survey.output.truth,
     output:
-        manifest=f"{SEALED}/injections/manifest.json",
-        summary=f"{SEALED}/injections/summary.json",
-        mosaic=f"{SEALED}/injections/injections.png",
+        manifest=f"{SEALED_DATA}/injections/manifest.json",
+        summary=f"{SEALED_DATA}/injections/summary.json",
+        mosaic=f"{SEALED_DATA}/injections/injections.png",
     log:
-        f"{RESULTS}/logs/sealed/inject.log",
+        "logs/sealed_inject.log",
     params:
         injection=config["injection"],
     resources:

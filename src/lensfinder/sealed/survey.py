@@ -29,6 +29,7 @@ class SealedConfig(Settings):
     """Where and how large the sealed survey is; counts are per brick (as the mock's)."""
 
     section: ClassVar[str] = "sealed"
+    root: str = "resources/sealed_survey"  # its data; each run's scores and figures go to results/<run>/sealed/
     seed: int = 20270101  # its own sky: never the training mock's seed
     ra_center: float = 200.0  # deg; its own area, away from the training mock's bricks
     dec_center: float = -10.0
