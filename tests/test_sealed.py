@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import TINY_MOCK, run_snakemake
+
 from lensfinder.catalog.select import SelectionConfig
 from lensfinder.constants import BANDS, PIXSCALE
 from lensfinder.cutouts.shards import ShardSet
@@ -191,12 +191,19 @@ def test_snakemake_sealed_scores_the_sealed_survey_with_every_scorer(tiny_run, t
     kinds = pd.read_csv(res / "fpr_by_kind.csv")
     assert set(kinds.scorer) == set(m["scorers"]) and (kinds.groupby("scorer").n.sum() == c["nonlenses"]).all()
     assert (res / "roc.png").stat().st_size > 10_000
-    from lensfinder.results import sealed_table
+    from lensfinder.results import sealed_table, seeds_table
 
     table = sealed_table(work / "results/mock")
     assert f"{c['objects_scored']:,} scored objects" in table and f"{c['lenses_mock']:,} mock lenses" in table
     row = next(line for line in table.splitlines() if line.startswith("| recall at FPR 1e-4"))
     assert all(f"`{s}` not measurable" in row for s in m["scorers"])
+    other = tmp_path / "other/mock-seed1"  # a second run with the same figures: no spread, each run listed
+    (other / "sealed").mkdir(parents=True)
+    (other / "sealed/metrics.json").write_text((res / "metrics.json").read_text())
+    spread = seeds_table([work / "results/mock", other])
+    auc = m["scorers"]["meta-learner"]["auc"]
+    assert f"| AUC, `meta-learner` | mean {auc:.3f}, range {auc:.3f} - {auc:.3f} (mock {auc:.3f}, mock-seed1 {auc:.3f}) |" in spread
+    assert "| recall at FPR 1e-4, `meta-learner` | not measurable in mock, mock-seed1 |" in spread
     # the main run's DAG (rule all) holds no sealed rule: nothing of it reads the sealed survey
     dry_all = run_snakemake(work, "-n", "--forceall").stdout
     assert "sealed" not in dry_all.split("Job stats:")[1].split("\n\n")[0]

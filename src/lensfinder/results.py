@@ -230,14 +230,48 @@ def sealed_table(run_dir) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(run_dirs) -> str:
+    """The sealed survey's headline figures over several runs that differ in their training
+    seed (``config/seeds/``): each run's value, and their mean and range."""
+    runs = [json.loads((Path(d) / "sealed/metrics.json").read_text()) for d in run_dirs]
+    names = [Path(d).name for d in run_dirs]
+    scorers = list(runs[0]["scorers"])
+    keys = ["auc", *[k for k in runs[0]["scorers"][scorers[0]] if k.startswith("recall_at_fpr_")]]
+    rows = []
+    for key in keys:
+        for s in scorers:
+            if key == "auc":
+                values = [r["scorers"][s]["auc"] for r in runs]
+                fmt = "{:.3f}".format
+            else:
+                values = [r["scorers"][s][key]["recall"] for r in runs]
+                fmt = lambda v: f"{_percent(v)} %"  # noqa: E731
+            label = "AUC" if key == "auc" else f"recall at FPR {key.removeprefix('recall_at_fpr_')}"
+            if any(v != v for v in values):
+                rows.append((f"{label}, `{s}`", "not measurable in " + ", ".join(
+                    n for n, v in zip(names, values) if v != v)))
+                continue
+            each = ", ".join(f"{n} {fmt(v)}" for n, v in zip(names, values))
+            rows.append((f"{label}, `{s}`", f"mean {fmt(sum(values) / len(values))}, range {fmt(min(values))} - "
+                                            f"{fmt(max(values))} ({each})"))
+    lines = [f"| {len(runs)} training seeds | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Print a run's headline figures (Markdown) from its outputs.")
-    ap.add_argument("run_dir", nargs="?", default="results/mock", help="results/<run> (default results/mock)")
+    ap.add_argument("run_dir", nargs="*", default=["results/mock"],
+                    help="results/<run> (default results/mock); with --sealed, several runs give their spread")
     ap.add_argument("--sealed", action="store_true",
                     help="the sealed test survey's table (results/<run>/sealed, after snakemake sealed)")
     args = ap.parse_args(argv)
     try:
-        print(sealed_table(args.run_dir) if args.sealed else results_table(args.run_dir))
+        if len(args.run_dir) > 1 and not args.sealed:
+            raise LensfinderError("several runs are compared on the sealed survey only: add --sealed")
+        if len(args.run_dir) > 1:
+            print(seeds_table(args.run_dir))
+        else:
+            print(sealed_table(args.run_dir[0]) if args.sealed else results_table(args.run_dir[0]))
     except LensfinderError as err:
         raise SystemExit(f"lensfinder-results: {err}") from None
 

@@ -24,7 +24,7 @@ from lensfinder.constants import BANDS, PIXSCALE
 from lensfinder.cutouts.shards import ShardWriter
 from lensfinder.mock import optics
 from lensfinder.mock.light import render_bands
-from lensfinder.mock.sky import MockSky
+from lensfinder.mock.sky import REGION_PSF_FWHM, MockSky
 
 REACH_ARCSEC = 40.0  # light beyond the stamp edge that can still fall on it (as the bricks use)
 
@@ -74,7 +74,8 @@ def render_stamp(msky: MockSky, index: SkyIndex, ra: float, dec: float, brickid:
     rng = np.random.default_rng(seed)
     dx, dy = rng.uniform(-0.5, 0.5, 2)
     wcs = stamp_wcs(ra, dec, size, dx, dy)
-    psf = msky.conditions[msky.primary][1][int(brickid)]
+    # an object just outside the mock's bricks (a corner galaxy) gets its region's median seeing, as in its sweep row
+    psf = msky.conditions[msky.primary][1].get(int(brickid), REGION_PSF_FWHM[msky.primary])
     fwhms = {b: psf[band] for b, band in enumerate(BANDS)}
     comps = index.near(ra, dec, size * PIXSCALE / 2 + REACH_ARCSEC)
     images = render_bands(comps, wcs, (size, size), fwhms)
