@@ -18,8 +18,8 @@ from lensfinder.errors import LensfinderError
 from lensfinder.mock import light
 from lensfinder.mock.layout import MockConfig, mock_bricks
 from lensfinder.mock.sky import MockSky
+from lensfinder.mock.stamps import SkyIndex, render_stamp, stamp_wcs
 from lensfinder.sealed import baseline
-from lensfinder.sealed.stamps import SkyIndex, render_stamp, stamp_wcs
 from lensfinder.sealed.survey import SealedConfig, build_sealed_survey, check_apart, sealed_mock_config
 
 SEALED = dict(n_bricks_ra=2, n_bricks_dec=1, lenses=16)

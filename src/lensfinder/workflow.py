@@ -63,9 +63,9 @@ def sealed_root(config) -> str:
 
 def sealed_sweeps(config) -> list[str]:
     """The sealed survey's sweep names (planned, not drawn)."""
-    from lensfinder.sealed.survey import sealed_sweeps as planned
+    from lensfinder.mock.layout import planned_sweeps
 
-    return planned(sealed_config(config))
+    return planned_sweeps(sealed_config(config))
 
 
 def _filter_sweeps(ids, spec, where, trees: SurveyTrees):

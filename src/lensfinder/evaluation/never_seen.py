@@ -122,15 +122,15 @@ def kind_array(table: pd.DataFrame, cfg: "EvaluationConfig") -> np.ndarray | Non
     return kinds
 
 
-def fpr_by_kind(y, s, kinds, threshold: float, top_counts: dict, cut_name: str = "recommendation") -> dict:
-    """False-positive rate of each kind of nonlens at a cut (score >= ``threshold``, named
-    ``cut_name``: the recommendation cut by default) and in each named top N (``top_counts``;
-    ties shared out as in ``expected_top``, so counts may be fractional)."""
+def fpr_by_kind(y, s, kinds, threshold: float, top_counts: dict) -> dict:
+    """False-positive rate of each kind of nonlens at the recommendation cut (score >=
+    ``threshold``) and in each named top N (``top_counts``; ties shared out as in
+    ``expected_top``, so counts may be fractional)."""
     out = {}
     for kind in sorted(set(kinds[~y])):
         m = ~y & (kinds == kind)
         n = int(m.sum())
-        cuts = {cut_name: float((s[m] >= threshold).sum())}
+        cuts = {"recommendation": float((s[m] >= threshold).sum())}
         for name, top in top_counts.items():
             cuts[name] = expected_top(m, s, top)[0]
         entry = {"n": n}

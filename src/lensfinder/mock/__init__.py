@@ -11,5 +11,7 @@ simulated strong lenses and contaminants (rule ``mock_survey``).
 * ``light``: light components (Sersic, rings, spirals, lensed arcs) rendered onto any TAN
   pixel grid;
 * ``write``: the bricks tables, sweeps, RICE-compressed coadds, lens catalogues and truth lists;
+* ``stamps``: cutouts rendered straight from the drawn sky, without coadds (the sealed
+  survey's and the gallery's);
 * ``gallery``: a picture of the lenses and of every contaminant kind.
 """

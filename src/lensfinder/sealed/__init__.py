@@ -2,9 +2,8 @@
 never sees until its trained networks score it (``snakemake --cores all sealed``, on
 request only, after the main run).
 
-* ``survey``: its settings, its sweeps and truth, the selection, and its cutouts (rule
-  ``sealed_survey``);
-* ``stamps``: cutouts rendered straight from the drawn sky (no coadd bricks);
+* ``survey``: its settings, its sweeps and truth, the selection, and its cutouts, rendered
+  straight from the drawn sky by ``lensfinder.mock.stamps`` (rule ``sealed_survey``);
 * ``injected``: the selection function's injections on the sealed deflectors (rules
   ``sealed_inject``, ``sealed_infer_injections``), measured at the nonlenses' FPR cuts;
 * ``baseline``: the catalogue-only classifier on sweep columns, no pixels (rule

@@ -32,7 +32,7 @@ from lensfinder.evaluation.never_seen import (
     truth_arrays,
 )
 from lensfinder.files import atomic_path
-from lensfinder.metrics import rates_at
+from lensfinder.metrics import rates_at, recall_at_fpr
 from lensfinder.plots import pyplot, save_figure
 from lensfinder.ranking.scores import combine_scores
 from lensfinder.tables import read_keyed
@@ -82,16 +82,16 @@ def measure_sealed(score_paths: dict, baseline_path, objects_paths, meta_path, t
     }
     scores = {name: table[col].to_numpy() for name, col in columns.items()}
     for name, s in scores.items():
-        full = evaluate_scorer(y, s, types, theta, np.inf, cfg)  # thresholds set below, per FPR point
-        entry = {"auc": full["auc"], "auc_ci": full["auc_ci"], "partial_auc": full["partial_auc"]}
-        for q, at in full["at_fpr"].items():
+        # the cut: strictly above the threshold that allows the FPR (evaluate_scorer cuts at >=)
+        cut = recall_at_fpr(y, s, cut_fpr)
+        threshold = np.nextafter(cut["threshold_logit"], np.inf) if cut["measurable"] else np.inf
+        detail = evaluate_scorer(y, s, types, theta, threshold, cfg, kinds)
+        entry = {"auc": detail["auc"], "auc_ci": detail["auc_ci"], "partial_auc": detail["partial_auc"]}
+        for q, at in detail["at_fpr"].items():
             if at["measurable"]:
                 sel = s > at["threshold_logit"]
                 at = {**at, "rates": rates_at(y, float(y[sel].sum()), float(sel.sum()), cfg.sky_lens_fraction)}
             entry[f"recall_at_fpr_{fpr_label(float(q))}"] = at
-        cut = full["at_fpr"][f"{cut_fpr:g}"]
-        threshold = np.nextafter(cut["threshold_logit"], np.inf) if cut["measurable"] else np.inf
-        detail = evaluate_scorer(y, s, types, theta, threshold, cfg, kinds)
         entry.update(per_theta_e=detail["per_theta_e"], per_type=detail["per_type"], cut=detail["cut"])
         entry["fpr_by_kind"] = _by_kind(detail["fpr_by_kind"], f"fpr {cut_fpr:g}")
         metrics["scorers"][name] = entry

@@ -4,23 +4,28 @@ It is the training mock's sky (``mock`` section: the same populations, contamina
 depth and seeing) drawn with its own seed on its own bricks, so it shares no object, brick
 or deflector with the survey the networks learned from. Its sweeps and truth are written in
 the survey's own format (a tree without coadds) and selected by the run's own selection;
-its cutouts are rendered straight from the drawn sky (``lensfinder.sealed.stamps``).
+its cutouts are rendered straight from the drawn sky (``lensfinder.mock.stamps``).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 
 from lensfinder.catalog.select import SelectionConfig, select_sweep
+from lensfinder.constants import PIXSCALE
 from lensfinder.errors import LensfinderError
 from lensfinder.files import atomic_path
 from lensfinder.mock.layout import MockConfig, mock_bricks, mock_trees, planned_sweeps
+from lensfinder.mock.sky import MockSky
+from lensfinder.mock.stamps import SkyIndex, render_stamp
 from lensfinder.settings import Settings
 
 
@@ -56,11 +61,6 @@ def check_apart(training: MockConfig, sealed: MockConfig) -> None:
                               f"{int(shared[0])}): move sealed.ra_center / sealed.dec_center away from mock's")
 
 
-def sealed_sweeps(sealed: MockConfig) -> list[str]:
-    """The sweep files the sealed survey writes (its cutouts and objects go by these names)."""
-    return planned_sweeps(sealed)
-
-
 def build_sealed_survey(out_dir, sealed: MockConfig, selection: SelectionConfig, size: int = 101,
                         workers: int = 1, max_rows: int = 20000, progress: bool = True) -> dict:
     """Draw the sealed sky and write, under ``out_dir``: ``survey/`` (sweeps, bricks tables,
@@ -69,7 +69,6 @@ def build_sealed_survey(out_dir, sealed: MockConfig, selection: SelectionConfig,
     (the config and the counts at every step). Returns that summary."""
     from lensfinder.mock.sky import MockSky
     from lensfinder.mock.write import _sweep_rows, _write_bricks, _write_catalogues, _write_sweeps
-    from lensfinder.sealed.stamps import SkyIndex, render_sweep_stamps
     from lensfinder.survey.sweeps import parse_sweep_name
 
     out_dir = Path(out_dir)
@@ -82,12 +81,11 @@ def build_sealed_survey(out_dir, sealed: MockConfig, selection: SelectionConfig,
     _write_catalogues(root, msky, sealed)
     index = SkyIndex(msky)
     counts = {}
-
-    for sweep in sealed_sweeps(sealed):
+    for sweep in planned_sweeps(sealed):
         objects_path = out_dir / "objects" / f"{sweep}.parquet"
         objects_path.parent.mkdir(parents=True, exist_ok=True)
-        select_sweep(tree.sweep_path(sweep), objects_path, out_dir / "objects" / f"{sweep}.counts.csv",
-                            selection, tree_region=tree.region, progress=progress)
+        select_sweep(tree.sweep_path(sweep), objects_path, out_dir / "objects" / f"{sweep}.counts.csv", selection,
+                     tree_region=tree.region, progress=progress)
         objects = pq.read_table(objects_path).to_pandas()
         manifest = render_sweep_stamps(msky, index, objects, out_dir / "cutouts" / sweep, size, sealed.release,
                                        seed=sealed.seed, workers=workers, max_rows=max_rows, progress=progress)
@@ -95,7 +93,46 @@ def build_sealed_survey(out_dir, sealed: MockConfig, selection: SelectionConfig,
         counts[sweep] = {"sweep_rows": int(in_sweep.sum()), **manifest["counts"]}
     summary = {"mock": asdict(sealed), "sources": len(msky.sources), "lenses": len(msky.lenses),
                "lookalikes": len(msky.lookalikes), "bricks": len(msky.bricks), "sweeps": counts,
-               "cutouts": "rendered from the drawn sky (lensfinder.sealed.stamps); no coadds written"}
+               "cutouts": "rendered from the drawn sky (lensfinder.mock.stamps); no coadds written"}
     with atomic_path(out_dir / "survey.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+_SKY = None  # (msky, index, size, seed, noise) while a sweep's stamps are rendered (forked workers read it)
+STAMP_COLUMNS = ("RELEASE", "BRICKID", "OBJID", "BRICKNAME", "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_Z")
+
+
+def _stamp(row: dict):
+    msky, index, size, seed, noise = _SKY
+    key = (int(row["RELEASE"]), int(row["BRICKID"]), int(row["OBJID"]))
+    image, info = render_stamp(msky, index, row["RA"], row["DEC"], key[1], size, [seed, *key], noise)
+    return image, {**row, "RELEASE": key[0], "BRICKID": key[1], "OBJID": key[2], **info}
+
+
+def render_sweep_stamps(msky: MockSky, index: SkyIndex, objects: pd.DataFrame, out_dir, size: int, release: str,
+                        seed: int, workers: int = 1, max_rows: int = 20000, noise: bool = True,
+                        progress: bool = True) -> dict:
+    """One sweep's selected objects as a shard set in ``out_dir`` (the cutouts stage's
+    format, ``source: mock-stamps``); each stamp's noise is seeded by ``seed`` and the
+    object's key, so the shards do not depend on ``workers``."""
+    from tqdm import tqdm
+
+    from lensfinder.cutouts.shards import ShardWriter
+
+    global _SKY
+    writer = ShardWriter(out_dir, size, release, max_rows=max_rows, source="mock-stamps")
+    rows = objects[list(STAMP_COLUMNS)].to_dict("records")
+    _SKY = (msky, index, size, seed, noise)
+    bar = dict(total=len(rows), desc=f"stamps {out_dir.name}", unit="obj", disable=not progress, mininterval=10)
+    try:
+        if workers > 1 and len(rows) > 1:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for image, row in tqdm(pool.imap(_stamp, rows, chunksize=16), **bar):
+                    writer.add(image, row)
+        else:
+            for image, row in tqdm(map(_stamp, rows), **bar):
+                writer.add(image, row)
+    finally:
+        _SKY = None
+    return writer.close(len(rows), extra={"cutout": {"size": size, "recentre": False, "pixscale_arcsec": PIXSCALE}})

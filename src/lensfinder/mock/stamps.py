@@ -1,7 +1,8 @@
-"""Cutouts rendered straight from a drawn mock sky, without writing coadd bricks.
+"""Cutouts rendered straight from a drawn mock sky, without writing coadd bricks: the
+sealed survey's cutouts (``lensfinder.sealed``) and the gallery's (``mock.gallery``).
 
 The sealed survey needs about 100,000 scored nonlenses, and rendering the coadd bricks that
-hold them would cost an hour on two cores for pixels no cutout reads. Each stamp here is
+hold them would cost far more for pixels no cutout reads. Each stamp here is
 rendered with the bricks' own code (``lensfinder.mock.light.render_bands``: the same
 profiles, Moffat PSF and photon noise), the PSF of the brick the object lies in and the
 exposures (NOBS) that cover each pixel, and every piece of light that reaches it
@@ -15,13 +16,10 @@ of the central pixel (a random sub-pixel offset), not on it.
 from __future__ import annotations
 
 import math
-import multiprocessing
 
 import numpy as np
-import pandas as pd
 
 from lensfinder.constants import BANDS, PIXSCALE
-from lensfinder.cutouts.shards import ShardWriter
 from lensfinder.mock import optics
 from lensfinder.mock.light import render_bands
 from lensfinder.mock.sky import REGION_PSF_FWHM, MockSky
@@ -78,7 +76,7 @@ def render_stamp(msky: MockSky, index: SkyIndex, ra: float, dec: float, brickid:
     psf = msky.conditions[msky.primary][1].get(int(brickid), REGION_PSF_FWHM[msky.primary])
     fwhms = {b: psf[band] for b, band in enumerate(BANDS)}
     comps = index.near(ra, dec, size * PIXSCALE / 2 + REACH_ARCSEC)
-    images = render_bands(comps, wcs, (size, size), fwhms)
+    images = render_bands(comps, wcs, (size, size), fwhms, clip=True)  # light grazing the edge: only what reaches
     out = np.empty((3, size, size), np.float32)
     info = {"CENTER_DX": float(dx), "CENTER_DY": float(dy), "FLAGS": 0}
     for b, band in enumerate(BANDS):
@@ -92,40 +90,3 @@ def render_stamp(msky: MockSky, index: SkyIndex, ra: float, dec: float, brickid:
         out[b] = image
         info[f"FRAC_MISSING_{band.upper()}"] = float((nobs == 0).mean())
     return out, info
-
-
-_SKY = None  # (msky, index, size, seed, noise) while a sweep's stamps are rendered (forked workers read it)
-STAMP_COLUMNS = ("RELEASE", "BRICKID", "OBJID", "BRICKNAME", "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_Z")
-
-
-def _stamp(row: dict):
-    msky, index, size, seed, noise = _SKY
-    key = (int(row["RELEASE"]), int(row["BRICKID"]), int(row["OBJID"]))
-    image, info = render_stamp(msky, index, row["RA"], row["DEC"], key[1], size, [seed, *key], noise)
-    return image, {**row, "RELEASE": key[0], "BRICKID": key[1], "OBJID": key[2], **info}
-
-
-def render_sweep_stamps(msky: MockSky, index: SkyIndex, objects: pd.DataFrame, out_dir, size: int, release: str,
-                        seed: int, workers: int = 1, max_rows: int = 20000, noise: bool = True,
-                        progress: bool = True) -> dict:
-    """One sweep's selected objects as a shard set in ``out_dir`` (the cutouts stage's
-    format, ``source: mock-stamps``); each stamp's noise is seeded by ``seed`` and the
-    object's key, so the shards do not depend on ``workers``."""
-    from tqdm import tqdm
-
-    global _SKY
-    writer = ShardWriter(out_dir, size, release, max_rows=max_rows, source="mock-stamps")
-    rows = objects[list(STAMP_COLUMNS)].to_dict("records")
-    _SKY = (msky, index, size, seed, noise)
-    bar = dict(total=len(rows), desc=f"stamps {out_dir.name}", unit="obj", disable=not progress, mininterval=10)
-    try:
-        if workers > 1 and len(rows) > 1:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for image, row in tqdm(pool.imap(_stamp, rows, chunksize=16), **bar):
-                    writer.add(image, row)
-        else:
-            for image, row in tqdm(map(_stamp, rows), **bar):
-                writer.add(image, row)
-    finally:
-        _SKY = None
-    return writer.close(len(rows), extra={"cutout": {"size": size, "recentre": False, "pixscale_arcsec": PIXSCALE}})
