@@ -25,6 +25,15 @@ from lensfinder.sealed.survey import SealedConfig, build_sealed_survey, check_ap
 SEALED = dict(n_bricks_ra=2, n_bricks_dec=1, lenses=16)
 
 
+def test_a_two_region_training_mock_gets_a_south_sealed_survey():
+    """A DR9 north + south training mock must not stop the workflow at parse time: the
+    sealed survey is south only, in the same release."""
+    mock = MockConfig(release="dr9", regions=["north", "south"], ra_center=155.0, dec_center=32.3)
+    sealed = sealed_mock_config(mock, SealedConfig())
+    assert sealed.regions == ["south"] and sealed.release == "dr9"
+    check_apart(mock, sealed)
+
+
 def test_sealed_defaults_are_apart_from_the_default_mock_and_a_shared_seed_or_brick_stops():
     mock = MockConfig()
     sealed = sealed_mock_config(mock, SealedConfig())
