@@ -43,7 +43,7 @@ def tiny_mock(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """The whole workflow run once on the tiny mock: (workdir, dry-run output, run output)."""
-    work = make_workdir(tmp_path_factory.mktemp("tiny_run"), tiny_config())
+    work = make_workdir(tmp_path_factory.mktemp("tiny_run"), tiny_config(embed=True))
     dry = run_snakemake(work, "-n")
     run = run_snakemake(work)
     return work, dry, run
@@ -82,10 +82,12 @@ def default_config() -> dict:
 TINY_TRAIN = {"epochs": 2, "batch_size": 16, "lr": 0.002, "seed": 0}
 
 
-def tiny_config(**survey) -> dict:
+def tiny_config(embed: bool = False, **survey) -> dict:
     """The default config with the tiny mock and two quick models; with a tree root, its
-    catalogue and truth."""
+    catalogue and truth. The S22 stages (embed) run in tiny_run only: the other workflow tests
+    check what they do not touch, and skip ~40 s of jobs each."""
     cfg = default_config()
+    cfg["embed"]["enabled"] = embed
     cfg["mock"].update(TINY_MOCK)
     cfg["models"] = {"resnet": {"model": {"preset": "resnet_mini"}, "train": TINY_TRAIN},
                      "shielded": {"model": {"preset": "resnet_mini", "params": {"shields": [None, 16, 16]}},

@@ -41,6 +41,8 @@ def slurm_cluster():
 def test_slurm_profile_runs_the_tiny_workflow_like_a_local_run(slurm_cluster, tiny_run, tmp_path):
     local, _, _ = tiny_run
     work = make_workdir(tmp_path, tiny_config())
+    # the same mock tree, with its times: SLURM runs every stage that reads it
+    shutil.copytree(local / "resources", work / "resources", copy_function=shutil.copy2)
     profile = work / "profiles/slurm/config.yaml"
     # only what a site changes: accounts and partitions (this cluster has 'debug' and 'gpu')
     text = profile.read_text()

@@ -123,6 +123,26 @@ def test_clipped_rendering_matches_the_whole_profile_for_light_grazing_the_edge(
             assert np.abs(whole[b] - clipped[b]).max() <= 3e-3 * whole[b].max(), (offset, BANDS[b])
 
 
+def test_a_neighbour_grazing_several_cutouts_keeps_its_normalisation():
+    """The clipped rendering's flux normalisation is computed for the first image a
+    component grazes and kept on it: a second image, at another sub-pixel offset, gets the
+    pixels of its own whole rendering (an exponential disc, whose sum does not depend on
+    where the samples fall)."""
+    flux = np.array([100.0, 200.0, 300.0])
+    fwhms = {b: f for b, f in enumerate([1.3, 1.2, 1.1])}
+    comp = light.Component(150.0 + 6.0 / 3600 / math.cos(math.radians(2.0)), 2.0, flux,
+                           light.sersic_shape(2.5, 1.0, 0.2, -0.1), extent=15.0)
+    light.render_bands([comp], stamp_wcs(150.0, 2.0, 41), (41, 41), fwhms, clip=True)
+    kept = dict(comp.norms)
+    assert len(kept) >= 1
+    second = stamp_wcs(150.0, 2.0 + 1.0 / 3600, 41, dx=0.37, dy=-0.21)
+    clipped = light.render_bands([comp], second, (41, 41), fwhms, clip=True)
+    assert comp.norms == kept  # reused, not recomputed
+    whole = light.render_bands([comp], second, (41, 41), fwhms)
+    for b in range(3):
+        assert np.abs(whole[b] - clipped[b]).max() <= 3e-3 * whole[b].max(), BANDS[b]
+
+
 def test_catalogue_only_baseline_learns_colour_and_scores_every_object(tmp_path):
     rng = np.random.default_rng(0)
     n = 600

@@ -49,7 +49,7 @@ def test_real_tree_mode_reads_an_existing_tree_without_generating_it(tiny_mock, 
     work = make_workdir(tmp_path, cfg)
     dry = run_snakemake(work, "-n")
     assert "mock_survey" not in dry.stdout
-    run_snakemake(work)
+    run_snakemake(work, "results/mock/trainset/labels.parquet")  # the stages that read the tree
     for sweep in SWEEPS:
         assert pq.read_table(work / f"results/mock/objects/{sweep}.parquet").num_rows > 0
     assert (work / "results/mock/trainset/labels.parquet").exists()

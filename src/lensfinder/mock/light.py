@@ -69,6 +69,9 @@ class Component:
     absolute: bool = False
     oversample: int = 3
     tags: dict = field(default_factory=dict)
+    # clipped rendering: each band stamp's flux normalisation, (band half, scale) -> sum, kept
+    # from the first image it is computed for (see ``_add_clipped``)
+    norms: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def sersic_shape(r_e, n, e1=0.0, e2=0.0):
@@ -191,9 +194,9 @@ def render_bands(components, wcs, shape, psf_fwhms: dict, clip: bool = False) ->
     ``clip``: sample a profile only where its light can reach the image (the image grown by
     the PSF's reach), for small images such as cutouts, where most neighbours only graze
     the edge. The clipped part's flux normalisation then sums the whole stamp sampled once
-    per pixel except there and around the profile's centre, which are sampled as usual
-    (the same pixels to about 1e-3 of their peak); a component wholly inside is rendered
-    exactly as without it.
+    per pixel except around the profile's centre, which is sampled as usual (the same
+    pixels to about 1e-3 of their peak), and is kept on the component for the next image
+    it grazes; a component wholly inside is rendered exactly as without it.
     """
     h, w = shape
     images = {b: np.zeros((h, w), dtype=np.float64) for b in psf_fwhms}
@@ -255,22 +258,29 @@ def _add_clipped(images, comp, bands, halves, half, box, fx, fy, xc, yc, jac, sc
 
     r0, r1, c0, c1 = box
     fine = _profile_stamp(comp, fx, fy, half, jac, scale, rows=(r0, r1), cols=(c0, c1))
-    best = None
-    if not comp.absolute:
-        # every pixel's best estimate, for the sums that normalise each band: sampled finely
-        # on the box and around the centre (a cusp needs it), once per pixel elsewhere
+    keys = {b: (halves[b], scale) for b in bands}
+    if not comp.absolute and not all(k in comp.norms for k in keys.values()):
+        # each band stamp's sum, which normalises it: sampled as the whole stamp would be
+        # around the centre (a cusp needs it), once per pixel elsewhere. A neighbour seen by
+        # several cutouts keeps the sum of the first (a third of the cost otherwise). The sum
+        # moves with the sub-pixel offset only where the whole rendering's does too: for a
+        # cusp narrower than a pixel (de Vaucouleurs, r_e < 1"), where 3x3 samples per pixel
+        # set the share of the centre either way
         best = _profile_stamp(comp, fx, fy, half, jac, scale, oversample=1)
         k0, k1 = max(half - CUSP_HALF, 0), min(half + CUSP_HALF + 1, 2 * half + 1)
         best[k0:k1, k0:k1] = _profile_stamp(comp, fx, fy, half, jac, scale, rows=(k0, k1), cols=(k0, k1))
-        best[r0:r1, c0:c1] = fine
+        for b, key in keys.items():
+            cut = half - halves[b]
+            comp.norms[key] = max(float(best[cut : cut + 2 * halves[b] + 1, cut : cut + 2 * halves[b] + 1].sum()),
+                                  1e-30)
     for b in bands:
         hb, cut = halves[b], half - halves[b]
         i0, i1, j0, j1 = max(r0, cut), min(r1, cut + 2 * hb + 1), max(c0, cut), min(c1, cut + 2 * hb + 1)
         if i1 <= i0 or j1 <= j0:
             continue
         part = fine[i0 - r0 : i1 - r0, j0 - c0 : j1 - c0]
-        if best is not None:
-            part = part / max(best[cut : cut + 2 * hb + 1, cut : cut + 2 * hb + 1].sum(), 1e-30)
+        if not comp.absolute:
+            part = part / comp.norms[keys[b]]
         stamp = fftconvolve(part, optics.psf_kernel(psf_fwhms[b], scale), mode="same")
         _add_at(images[b], float(comp.flux[b]) * stamp, yc - half + i0, xc - half + j0)
 
