@@ -51,7 +51,7 @@ def test_selection_equals_independent_numpy(tiny_mock, tmp_path, deredden):
         assert set(table["REGION"]) == {"DECaLS"}
         # counts add up: input = selected + removed by each cut
         rows = list(csv.DictReader(open(tmp_path / "counts.csv")))
-        assert [r["cut"] for r in rows] == ["input", "type", "zmag", "nobs", "maskbits", "region", "dec"]
+        assert [r["cut"] for r in rows] == ["input", "type", "photometry", "zmag", "nobs", "maskbits", "region", "dec"]
         n_in = int(rows[0]["remaining"])
         assert n_in == len(fitsio.read(str(sweep), ext=1, columns=["OBJID"]))
         assert n_in - sum(int(r["removed"]) for r in rows[1:]) == n == int(rows[-1]["remaining"])
@@ -171,6 +171,34 @@ def test_maskbits_cut(tiny_mock, tmp_path):
     assert (b["MASKBITS"] & 2 == 0).all() and len(b) == (a["MASKBITS"] & 2 == 0).sum() < len(a)
 
 
+@pytest.mark.parametrize("deredden", [False, True])
+def test_non_finite_photometry_is_rejected_with_its_reason(tiny_mock, tmp_path, deredden):
+    """An infinite flux, a NaN flux or a zero transmission would give z = -inf or NaN
+    magnitudes; -inf passes any magnitude cut. Such rows are removed by the photometry cut
+    and counted there, whatever the other cuts say."""
+    _, _, files = tiny_mock
+    rows = fitsio.read(str(files["sweeps"][0]), ext=1)
+    path = tmp_path / "sweep-145p000-150p005.fits"
+    fitsio.write(str(path), rows, extname="SWEEP", clobber=True)
+    select_sweep(path, tmp_path / "a.parquet", tmp_path / "a.csv", SelectionConfig(deredden=deredden), progress=False)
+    clean = pq.read_table(tmp_path / "a.parquet").to_pandas()
+    bad = {int(o): None for o in clean["OBJID"][:3]}  # three selected rows made corrupt
+    idx = [int(np.flatnonzero(rows["OBJID"] == o)[0]) for o in bad]
+    rows["FLUX_Z"][idx[0]] = np.inf
+    rows["MW_TRANSMISSION_Z"][idx[1]] = 0.0
+    rows["FLUX_G"][idx[2]] = np.nan
+    fitsio.write(str(path), rows, extname="SWEEP", clobber=True)
+    n, removed = select_sweep(path, tmp_path / "b.parquet", tmp_path / "b.csv", SelectionConfig(deredden=deredden),
+                              progress=False)
+    table = pq.read_table(tmp_path / "b.parquet").to_pandas()
+    assert n == len(clean) - 3 and not set(table["OBJID"]) & set(bad)
+    assert removed["photometry"] == 3
+    counts = {r["cut"]: int(r["removed"]) for r in csv.DictReader(open(tmp_path / "b.csv"))}
+    assert counts["photometry"] == 3
+    for col in ("MAG_G", "MAG_Z", "MAG_Z_DERED"):
+        assert not np.isinf(table[col]).any()
+
+
 def test_region_rule_and_exposure_bins():
     # North iff Dec >= 32.375 and Galactic b > 0: (180, 40) NGC; (60, 40) is south of the plane.
     assert photometric_region([180.0, 180.0, 60.0, 180.0], [40.0, 10.0, 40.0, 32.37]).tolist() == [
@@ -218,7 +246,7 @@ def test_dec_max_footprint_cut_is_counted(tiny_mock, tmp_path):
     assert int(rows["dec"]["removed"]) == removed["dec"] == (all_["DEC"] >= cut).sum() > 0
     # the earlier cuts are unchanged: the footprint cut comes last
     before = {r["cut"]: r for r in csv.DictReader(open(tmp_path / "a.csv"))}
-    assert all(rows[c]["removed"] == before[c]["removed"] for c in ("type", "zmag", "nobs", "maskbits", "region"))
+    assert all(rows[c]["removed"] == before[c]["removed"] for c in ("type", "photometry", "zmag", "nobs", "maskbits", "region"))
     assert int(before["dec"]["removed"]) == 0
 
 

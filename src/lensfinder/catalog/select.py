@@ -3,13 +3,16 @@
 Cuts, applied in this order and each counted (``SelectionConfig`` holds the knobs):
 
 1. ``type``: Tractor TYPE in the allowed set (default SER, DEV, REX, EXP: drops PSF and DUP);
-2. ``zmag``: z < 20.0 AB, m = 22.5 - 2.5 log10(FLUX_Z [nanomaggies]), optionally
+2. ``photometry``: FLUX_G, FLUX_R, FLUX_Z finite and MW_TRANSMISSION_G/R/Z in (0, 1]: a
+   corrupt row (an infinite flux, a zero transmission) would otherwise get a magnitude of
+   -inf, which passes any magnitude cut;
+3. ``zmag``: z < 20.0 AB, m = 22.5 - 2.5 log10(FLUX_Z [nanomaggies]), optionally
    extinction-corrected (FLUX_Z / MW_TRANSMISSION_Z); non-positive flux fails;
-3. ``nobs``: NOBS_G, NOBS_R and NOBS_Z >= 3;
-4. ``maskbits``: none of the configured MASKBITS bits set (off by default);
-5. ``region``: the object's photometric region (north iff Dec >= 32.375 and b > 0) is
+4. ``nobs``: NOBS_G, NOBS_R and NOBS_Z >= 3;
+5. ``maskbits``: none of the configured MASKBITS bits set (off by default);
+6. ``region``: the object's photometric region (north iff Dec >= 32.375 and b > 0) is
    the tree's own; this drops the DR9 north/south overlap duplicates (optional);
-6. ``dec``: Dec < ``dec_max`` [deg] (paper IV's footprint, Dec < +32; off by default).
+7. ``dec``: Dec < ``dec_max`` [deg] (paper IV's footprint, Dec < +32; off by default).
 
 The output keeps the key (RELEASE, BRICKID, OBJID), the columns later stages need,
 magnitudes, the region label of the object's own tree (DECaLS for south, BASS-MzLS for
@@ -48,7 +51,7 @@ OPTIONAL_COLUMNS = [
 ]
 
 
-CUTS = ("type", "zmag", "nobs", "maskbits", "region", "dec")
+CUTS = ("type", "photometry", "zmag", "nobs", "maskbits", "region", "dec")
 
 
 @dataclass
@@ -93,10 +96,16 @@ def cut_masks(data: np.ndarray, cfg: SelectionConfig, tree_region: str) -> dict:
     """Boolean 'passes' mask of each cut (independently), keyed by cut name."""
     flux_z = data["FLUX_Z"].astype(np.float64)
     if cfg.deredden:
-        flux_z = flux_z / data["MW_TRANSMISSION_Z"]
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero transmission fails the photometry cut
+            flux_z = flux_z / data["MW_TRANSMISSION_Z"]
     zmag = flux_to_mag(flux_z)
+    photometry = np.ones(len(data), dtype=bool)
+    for b in "GRZ":
+        transmission = data[f"MW_TRANSMISSION_{b}"]
+        photometry &= np.isfinite(data[f"FLUX_{b}"]) & (transmission > 0) & (transmission <= 1)
     masks = {
         "type": np.isin(data["TYPE"], np.asarray(cfg.types, dtype=str)),
+        "photometry": photometry,
         "zmag": np.nan_to_num(zmag, nan=np.inf) < cfg.zmag_max,
         "nobs": (data["NOBS_G"] >= cfg.min_nobs) & (data["NOBS_R"] >= cfg.min_nobs) & (data["NOBS_Z"] >= cfg.min_nobs),
     }
