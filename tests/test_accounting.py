@@ -1,11 +1,13 @@
 """The accounting table: every object from sweep row to recommendation, adding up."""
 
+import shutil
+
 import fitsio
 import pandas as pd
 import pytest
 
 from lensfinder.errors import LensfinderError
-from lensfinder.evaluation.accounting import check_accounting
+from lensfinder.evaluation.accounting import build_accounting, check_accounting
 
 pytestmark = pytest.mark.workflow
 SWEEPS = ["sweep-145p000-150p005", "sweep-150p000-155p005"]
@@ -43,3 +45,20 @@ def test_a_line_that_does_not_add_up_names_the_sweep():
     table["shortlisted"] = 0  # fewer kept for the ranking than it selected
     with pytest.raises(LensfinderError, match="more objects above the cut than shortlisted in \\['sweep-000p000-005p005'\\]"):
         check_accounting(table, ["type"], [])
+
+
+def test_a_sweep_missing_from_a_stage_count_is_an_error_not_zeros(tiny_run, tmp_path):
+    """A sweep left out of the ranking's counts would be filled with zeros, which satisfy
+    every identity (above_cut = 0 = 0 + 0 + 0): it is an error naming the file and sweep."""
+    work, _, _ = tiny_run
+    run = tmp_path / "run"
+    for part in ("objects", "cutouts", "recommendations"):
+        shutil.copytree(work / "results/mock" / part, run / part)
+    scores = {m: [work / f"results/mock/scores/{m}/{s}.parquet" for s in SWEEPS] for m in ("resnet", "shielded")}
+    table = build_accounting(run, SWEEPS, scores, tmp_path / "a.csv")
+    assert table.loc[SWEEPS[1], "scored"] > 0
+    counts = pd.read_csv(run / "recommendations/counts_per_sweep.csv")
+    counts[counts.sweep != SWEEPS[1]].to_csv(run / "recommendations/counts_per_sweep.csv", index=False)
+    with pytest.raises(LensfinderError, match=rf"counts_per_sweep.csv has no row for sweep\(s\) \['{SWEEPS[1]}'\]"):
+        build_accounting(run, SWEEPS, scores, tmp_path / "b.csv")
+    assert not (tmp_path / "b.csv").exists()

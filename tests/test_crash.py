@@ -101,3 +101,28 @@ def test_a_shard_writer_clears_what_a_killed_run_left_in_its_directory(tmp_path)
     assert sorted(p.name for p in d.iterdir()) == ["failures.parquet", "manifest.json", "shard-000.index.parquet",
                                                    "shard-000.npy"]
     assert len(ShardSet(d / "manifest.json")) == 1
+
+
+def test_atomic_path_syncs_the_file_before_its_rename_and_the_directory_after(tmp_path, monkeypatch):
+    """A node crash shortly after a rename must not leave a complete-looking name over
+    partial bytes: the file's data are fsynced before the rename, the directory after."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        events.append(("fsync", st.st_ino, st.st_size))
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append(("replace", os.stat(a).st_ino, None))
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "d" / "table.csv"
+    with atomic_path(out) as tmp:
+        tmp.write_text("a,b\n1,2\n")
+    file_ino, dir_ino = out.stat().st_ino, out.parent.stat().st_ino
+    assert events == [("fsync", file_ino, 8), ("replace", file_ino, None), ("fsync", dir_ino, events[2][2])]
+    assert out.read_text() == "a,b\n1,2\n"

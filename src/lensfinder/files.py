@@ -16,16 +16,31 @@ def atomic_path(path: str | os.PathLike):
     The temporary name keeps the file's suffixes (``.fits.gz`` makes CFITSIO gzip), and
     partial outputs never look complete: a crash leaves at most a hidden
     ``.tmp-<pid>-<name>``, removed here when possible, never a truncated ``<name>``.
+    The file's bytes reach the disk (fsync) before the rename, and the rename itself
+    (the directory, fsynced) after it: without both, a node that crashes within the
+    filesystem's write-back delay can leave ``<name>`` complete in name and partial or
+    empty in content.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's, or a directory's entries', data to the disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temporaries(outputs) -> list[Path]:

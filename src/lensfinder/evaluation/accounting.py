@@ -77,6 +77,12 @@ def build_accounting(run_dir, sweeps, score_paths: dict, out_path) -> pd.DataFra
     table = table.join(cutout_counts(run_dir, sweeps), how="outer")
     table = table.join(score_counts(score_paths, sweeps), how="outer")
     ranked = pd.read_csv(run_dir / "recommendations/counts_per_sweep.csv").set_index("sweep")
+    # a sweep absent from a stage's counts is an error, never zeros (which satisfy every identity)
+    for name, frame in (("objects/selection_counts.csv", sel), ("recommendations/counts_per_sweep.csv", ranked)):
+        missing = [s for s in sweeps if s not in frame.index]
+        if missing:
+            raise LensfinderError(f"accounting: {run_dir / name} has no row for sweep(s) {missing[:3]}: its stage did "
+                                  "not count them; re-run it (snakemake --forcerun on the file)")
     table = table.join(ranked.drop(columns=["scored"]), how="outer")
     reason_cols = sorted(c for c in table.columns if c.startswith("failed_"))
     order = ["sweep_rows", *(f"cut_{c}" for c in cuts), "selected", "cutouts_written", "cutouts_failed", *reason_cols,
