@@ -24,11 +24,16 @@ from lensfinder.survey.tree import SurveyTree
 
 
 class CutoutServer:
-    def __init__(self, root, fail_first=0, always_fail=False, delay_s=0.0, garbage_first=0):
+    def __init__(self, root, fail_first=0, always_fail=False, delay_s=0.0, garbage_first=0, truncate_first=0,
+                 retry_after=None, blank=False):
         self.tree = SurveyTree(root)
         self.grid = BrickGrid.build()
         self.fail_first, self.always_fail, self.delay_s = fail_first, always_fail, delay_s
         self.garbage_first = garbage_first  # answer 200 with an HTML error page to the first N
+        self.truncate_first = truncate_first  # send half the promised bytes to the first N, then close
+        self.retry_after = retry_after  # Retry-After header [s] of the 503 answers
+        self.blank = blank  # answer cutouts of zeros (outside the footprint)
+        self.times = []  # when each request arrived (time.monotonic)
         self.requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -81,6 +86,7 @@ class CutoutServer:
         with self.lock:
             self.requests += 1
             n = self.requests
+            self.times.append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -91,7 +97,11 @@ class CutoutServer:
                 req.send_error(404, "Not Found")
                 return
             if self.always_fail or n <= self.fail_first:
-                req.send_error(503, "Service Unavailable")
+                req.send_response(503, "Service Unavailable")
+                if self.retry_after is not None:
+                    req.send_header("Retry-After", str(self.retry_after))
+                req.send_header("Content-Length", "0")
+                req.end_headers()
                 return
             if "ra" not in q or "dec" not in q:
                 req.send_error(400, "Need ra,dec keywords")
@@ -105,12 +115,17 @@ class CutoutServer:
                 req.end_headers()
                 req.wfile.write(body)
                 return
-            body = service_fits_bytes(self.render(ra, dec, size, float(q.get("pixscale", 0.262))), ra, dec,
-                                      bands=q.get("bands", "grz"))
+            cube = np.zeros((3, size, size), np.float32) if self.blank else \
+                self.render(ra, dec, size, float(q.get("pixscale", 0.262)))
+            body = service_fits_bytes(cube, ra, dec, bands=q.get("bands", "grz"))
             req.send_response(200)
             req.send_header("Content-Type", "image/fits")
             req.send_header("Content-Length", str(len(body)))
             req.end_headers()
+            if n <= self.truncate_first:  # the connection drops mid-answer
+                req.wfile.write(body[: len(body) // 2])
+                req.close_connection = True
+                return
             req.wfile.write(body)
         finally:
             with self.lock:

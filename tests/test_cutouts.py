@@ -1,6 +1,7 @@
 """Cutouts from the coadd bricks: exact pixels, brick-edge completion, failures, shards,
 and agreement with the cutout-service backend served from 127.0.0.1."""
 
+import time
 
 import fitsio
 import numpy as np
@@ -246,7 +247,7 @@ def test_service_retries_then_succeeds_and_fails_clearly(block, tmp_path):
         cube = CutoutService(server.url, retries=3, backoff_s=0.01).fetch(150.1, 2.0, 31)
         assert cube.shape == (3, 31, 31) and server.requests == 3
     with CutoutServer(root, always_fail=True) as server:
-        with pytest.raises(LensfinderError, match=r"cutout\.fits\?ra=150\.1000000.*failed after 3 attempt\(s\): HTTP 503"):
+        with pytest.raises(LensfinderError, match=r"cutout\.fits\?ra=150\.1000000.*failed after 3 attempt\(s\) in \d+ s: HTTP 503"):
             CutoutService(server.url, retries=2, backoff_s=0.01).fetch(150.1, 2.0, 31)
         assert server.requests == 3
     # a 200 answer that is not a FITS cutout is an error naming the URL, and is never cached
@@ -262,6 +263,71 @@ def test_service_retries_then_succeeds_and_fails_clearly(block, tmp_path):
     with CutoutServer(root) as server:
         with pytest.raises(LensfinderError, match="failed after 1 attempt"):
             CutoutService(server.url + "/nope", retries=3, backoff_s=0.01).fetch(150.1, 2.0, 31)  # 404: no retry
+
+
+def test_service_retries_every_transport_error_within_its_deadline(block, tmp_path):
+    """A truncated answer (IncompleteRead) is retried like a 503; a Retry-After is waited
+    for, never less; the overall deadline stops the retries with the reason said."""
+    root, cfg = block
+    with CutoutServer(root, truncate_first=2) as server:
+        cube = CutoutService(server.url, retries=3, backoff_s=0.01).fetch(150.1, 2.0, 31)
+        assert cube.shape == (3, 31, 31) and server.requests == 3
+    with CutoutServer(root, fail_first=1, retry_after=1) as server:
+        CutoutService(server.url, retries=2, backoff_s=0.01).fetch(150.1, 2.0, 31)
+        assert server.requests == 2 and server.times[1] - server.times[0] >= 0.95
+    with CutoutServer(root, always_fail=True, retry_after=30) as server:
+        start = time.monotonic()
+        with pytest.raises(LensfinderError, match=r"failed after 1 attempt\(s\).*HTTP 503.*the 5 s deadline"):
+            CutoutService(server.url, retries=5, backoff_s=0.01, deadline_s=5).fetch(150.1, 2.0, 31)
+        assert time.monotonic() - start < 5 and server.requests == 1
+
+
+def _bright_source(cfg):
+    return next(s for s in MockSky(cfg).sources if s.type in ("DEV", "SER", "EXP") and s.flux[2] > 20)
+
+
+def test_service_cache_is_per_server_and_evicts_corrupt_entries(block, tmp_path):
+    root, cfg = block
+    src = _bright_source(cfg)
+    with CutoutServer(root) as first, CutoutServer(root, blank=True) as second:
+        a = CutoutService(first.url, cache_dir=tmp_path / "cache").fetch(src.ra, src.dec, 31)
+        b = CutoutService(second.url, cache_dir=tmp_path / "cache").fetch(src.ra, src.dec, 31)
+        assert second.requests == 1 and np.abs(a).max() > 0 and not b.any()  # not the first server's cutout
+        cached = [p for p in (tmp_path / "cache").rglob("*.fits") if p.parent.name.endswith(f"-{'ls-dr10'}")]
+        assert len(cached) == 2
+        parse = CutoutService(first.url)._parse
+        path = next(p for p in cached if np.array_equal(parse(p.read_bytes(), src.ra, src.dec, 31), a))
+        path.write_bytes(path.read_bytes()[:1000])  # a cache entry cut short on disk
+        again = CutoutService(first.url, cache_dir=tmp_path / "cache").fetch(src.ra, src.dec, 31)
+        assert np.array_equal(again, a) and first.requests == 2
+        assert len(path.read_bytes()) > 1000  # evicted and written again
+
+
+def test_service_cutouts_get_the_brick_cutouts_checks(block, tmp_path):
+    """NaN and infinite pixels are missing, values beyond float16 clipped and flagged; a
+    service cutout with no data (zeros, outside the footprint) never enters a training set."""
+    from types import SimpleNamespace
+
+    from lensfinder.cutouts.extract import screen_cutout
+    from lensfinder.cutouts.shards import FLAG_MISSING_PIXELS, FLAG_SATURATED
+    from lensfinder.trainset.build import _fetch_from_service
+
+    cube = np.ones((3, 11, 11), np.float32)
+    cube[0, 0, 0], cube[1, 0, 0], cube[2, 5, 5] = np.nan, np.inf, 1e6
+    out, flags, frac, _ = screen_cutout(cube)
+    assert np.isfinite(out).all() and out[2, 5, 5] == 65504 and out[0, 0, 0] == 0
+    assert flags == FLAG_MISSING_PIXELS | FLAG_SATURATED and frac[0] == frac[1] == 1 / 121 and frac[2] == 0
+    root, cfg = block
+    src = _bright_source(cfg)
+    row = {"RA": src.ra, "DEC": src.dec}
+    for blank in (False, True):
+        with CutoutServer(root, blank=blank) as server:
+            got, detail = _fetch_from_service(SimpleNamespace(service_url=server.url, service_layer="ls-dr10"), row, 31,
+                                              tmp_path / str(blank))
+        if blank:
+            assert got is None and f"cutout.fits?ra={src.ra:.7f}" in detail and "100% of the pixels have no data" in detail
+        else:
+            assert got.dtype == np.float16 and got.shape == (3, 31, 31) and detail == ""
 
 
 def test_touched_tiles_at_tile_edges():

@@ -274,22 +274,11 @@ class CutoutExtractor:
             have = have[pad:-pad, pad:-pad]
             flags |= FLAG_RECENTRED
             dx = dy = 0.0
-        missing = np.broadcast_to(~have[None], cube.shape) | ~np.isfinite(cube)
-        if self.zero_is_missing:
-            missing = missing | (cube == 0.0)
-        frac_missing = missing.reshape(3, -1).mean(1)
-        cube[missing] = 0.0
-        if missing.any():
-            flags |= FLAG_MISSING_PIXELS
-        if np.abs(cube).max() > FP16_MAX:  # would become inf in the float16 shards
-            cube = np.clip(cube, -FP16_MAX, FP16_MAX)
-            flags |= FLAG_SATURATED
-        if frac_missing.max() > self.max_missing:
-            worst = int(np.argmax(frac_missing))
-            self.last_detail = (f"band {BANDS[worst]}: {frac_missing[worst]:.0%} of the pixels have no data "
-                                f"(max_missing {self.max_missing:g})")
+        cube, more, frac_missing, detail = screen_cutout(cube, have, self.zero_is_missing, self.max_missing)
+        if cube is None:
+            self.last_detail = detail
             return None, "mostly_empty"
-        return cube, {"CENTER_DX": dx, "CENTER_DY": dy, "FLAGS": flags,
+        return cube, {"CENTER_DX": dx, "CENTER_DY": dy, "FLAGS": flags | more,
                       **{f"FRAC_MISSING_{b.upper()}": float(f) for b, f in zip(BANDS, frac_missing)}}
 
     def _fill_from_neighbours(self, home: BrickImages, cube, have, x0, y0) -> bool:
@@ -322,6 +311,32 @@ class CutoutExtractor:
 
 
 _EXTRACTOR = None  # one per process: each worker opens its own files
+
+
+def screen_cutout(cube: np.ndarray, have=None, zero_is_missing: bool = True, max_missing: float = 0.5):
+    """The checks every cutout passes before it enters a shard or a training set, whatever
+    served it (a coadd brick, the viewer's cutout service): NaN or infinite pixels, pixels
+    outside the data (``have`` False) and, with ``zero_is_missing``, exact zeros are missing
+    (set to 0, ``FLAG_MISSING_PIXELS``); values beyond float16's range are clipped
+    (``FLAG_SATURATED``). Returns (cube or None when more than ``max_missing`` of a band is
+    missing, flags, fraction missing per band g, r, z, detail of a rejection)."""
+    cube = np.array(cube, dtype=np.float32)
+    missing = ~np.isfinite(cube)
+    if have is not None:
+        missing |= np.broadcast_to(~have[None], cube.shape)
+    if zero_is_missing:
+        missing |= cube == 0.0
+    frac_missing = missing.reshape(len(cube), -1).mean(1)
+    cube[missing] = 0.0
+    flags = FLAG_MISSING_PIXELS if missing.any() else 0
+    if np.abs(cube).max(initial=0.0) > FP16_MAX:  # would become inf in the float16 shards
+        cube = np.clip(cube, -FP16_MAX, FP16_MAX)
+        flags |= FLAG_SATURATED
+    if frac_missing.max(initial=0.0) > max_missing:
+        worst = int(np.argmax(frac_missing))
+        return None, flags, frac_missing, (f"band {BANDS[worst]}: {frac_missing[worst]:.0%} of the pixels have no "
+                                           f"data (max_missing {max_missing:g})")
+    return cube, flags, frac_missing, ""
 
 
 def _init_worker(tree, size, recentre, max_missing, zero_is_missing):

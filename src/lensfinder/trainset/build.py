@@ -52,6 +52,7 @@ import pandas as pd
 from lensfinder.catalog.crossmatch import friends_of_friends_square
 from lensfinder.catalog.lenses import CatalogSpec, grade_ok, union_catalogs
 from lensfinder.constants import KEY
+from lensfinder.cutouts.extract import screen_cutout
 from lensfinder.errors import LensfinderError
 from lensfinder.settings import Settings
 from lensfinder.survey.service import CutoutService
@@ -147,8 +148,12 @@ def _positives(objects, systems, cfg: TrainsetConfig, size: int, out_dir, exclus
         if row["HAS_CUTOUT"]:
             keep.append(True)
         elif cfg.service_url:
-            fetched[row["KEY"]] = _fetch_from_service(cfg, row, size, out_dir)
-            keep.append(True)
+            cube, detail = _fetch_from_service(cfg, row, size, out_dir)
+            if cube is None:
+                exclusions.add(row, "service_cutout_mostly_empty", detail)
+            else:
+                fetched[row["KEY"]] = cube
+            keep.append(cube is not None)
         else:
             exclusions.add(row, "positive_without_cutout", "its cutout failed; set trainset.service_url to fetch it")
             keep.append(False)
@@ -203,5 +208,9 @@ def _hard_negatives(table, objects, positives, nonlens: NonlensFilter, cfg: Trai
 
 
 def _fetch_from_service(cfg, row, size, out_dir):
+    """A positive's cutout from the viewer's service, through the checks a brick cutout gets
+    (``screen_cutout``): (fp16 cube, "") or (None, why it was rejected)."""
     service = CutoutService(cfg.service_url, layer=cfg.service_layer, cache_dir=out_dir / "service_cache")
-    return service.fetch(float(row["RA"]), float(row["DEC"]), size).astype(np.float16)
+    cube, _, _, detail = screen_cutout(service.fetch(float(row["RA"]), float(row["DEC"]), size))
+    return (None, f"{service.url(float(row['RA']), float(row['DEC']), size)}: {detail}") if cube is None else \
+        (cube.astype(np.float16), "")
