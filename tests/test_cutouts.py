@@ -330,6 +330,34 @@ def test_service_cutouts_get_the_brick_cutouts_checks(block, tmp_path):
             assert got.dtype == np.float16 and got.shape == (3, 31, 31) and detail == ""
 
 
+def test_a_cutouts_worker_that_dies_fails_the_job_naming_the_brick(tiny_shards, tmp_path, monkeypatch):
+    """A worker killed mid-brick (as the out-of-memory killer would) made Pool.imap wait
+    forever; now the job stops at once with the sweep's objects file and the brick named,
+    and writes no manifest."""
+    import os
+
+    import lensfinder.cutouts.extract as extract
+
+    root, out, stems = tiny_shards
+    objects = pd.concat([pd.read_parquet(out / f"{s}.parquet") for s in stems], ignore_index=True)
+    objects.to_parquet(tmp_path / "objects.parquet")
+    doomed = sorted(objects.BRICKNAME.unique())[-1]
+    cut = extract._cut_brick
+
+    def dies_on_doomed(rows):
+        if rows["BRICKNAME"].iloc[0] == doomed:
+            os._exit(137)  # no exception, no cleanup: what SIGKILL leaves
+        return cut(rows)
+
+    monkeypatch.setattr(extract, "_cut_brick", dies_on_doomed)  # the forked workers inherit it
+    start = time.monotonic()
+    with pytest.raises(LensfinderError, match=rf"cutouts of .*objects\.parquet: a worker process died .* in flight: .*brick {doomed}"):
+        extract_sweep(tmp_path / "objects.parquet", tmp_path / "cut", SurveyTree(root), size=101, progress=False,
+                      workers=2)
+    assert time.monotonic() - start < 120
+    assert not (tmp_path / "cut/manifest.json").exists()
+
+
 def test_touched_tiles_at_tile_edges():
     from lensfinder.cutouts.extract import touched_tiles
 

@@ -12,7 +12,7 @@ PACKAGE = ROOT / "src" / "lensfinder"
 
 # Lowest first. A module may import from its own layer's package and from lower layers only.
 LAYERS = [
-    {"errors", "files", "settings", "constants", "tables", "metrics", "plots", "display"},  # shared by every stage
+    {"errors", "files", "settings", "constants", "tables", "metrics", "plots", "display", "workers"},  # shared by every stage
     {"survey"},
     {"mock"},
     {"catalog"},

@@ -48,6 +48,7 @@ from lensfinder.errors import LensfinderError
 from lensfinder.survey.bricks import BrickGrid
 from lensfinder.survey.images import read_header_wcs
 from lensfinder.survey.tree import SurveyTree
+from lensfinder.workers import ordered_results
 
 INDEX_COLUMNS = ("RELEASE", "BRICKID", "OBJID", "BRICKNAME", "RA", "DEC", "TYPE", "REGION", "ZEXP_BIN", "MAG_Z")
 
@@ -398,11 +399,10 @@ def extract_sweep(objects_path, out_dir, tree: SurveyTree, size=101, recentre=Fa
     bar = tqdm(total=len(objects), desc=f"cutouts {Path(objects_path).stem}", unit="obj", disable=not progress,
                mininterval=5)
     if workers > 1 and len(bricks) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("fork").Pool(min(workers, len(bricks)), _init_worker, settings) as pool:
-            results = pool.imap(_cut_brick, [g[list(INDEX_COLUMNS)] for g in bricks])  # in brick order
-            _write(results, writer, bar)
+        names = [f"brick {g['BRICKNAME'].iloc[0]}" for g in bricks]
+        results = ordered_results(_cut_brick, [g[list(INDEX_COLUMNS)] for g in bricks], names,  # in brick order
+                                  min(workers, len(bricks)), f"cutouts of {objects_path}", _init_worker, settings)
+        _write(results, writer, bar)
     else:
         _init_worker(*settings)
         _write(map(_cut_brick, [g[list(INDEX_COLUMNS)] for g in bricks]), writer, bar)

@@ -10,7 +10,6 @@ its cutouts are rendered straight from the drawn sky (``lensfinder.mock.stamps``
 from __future__ import annotations
 
 import json
-import multiprocessing
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -27,6 +26,7 @@ from lensfinder.mock.layout import MockConfig, mock_bricks, mock_trees, planned_
 from lensfinder.mock.sky import MockSky
 from lensfinder.mock.stamps import SkyIndex, render_stamp
 from lensfinder.settings import Settings
+from lensfinder.workers import ordered_results
 
 
 @dataclass
@@ -111,6 +111,10 @@ def _stamp(row: dict):
     return image, {**row, "RELEASE": key[0], "BRICKID": key[1], "OBJID": key[2], **info}
 
 
+def _stamps(rows: list) -> list:
+    return [_stamp(row) for row in rows]
+
+
 def render_sweep_stamps(msky: MockSky, index: SkyIndex, objects: pd.DataFrame, out_dir, size: int, release: str,
                         seed: int, workers: int = 1, max_rows: int = 20000, noise: bool = True,
                         progress: bool = True) -> dict:
@@ -128,9 +132,11 @@ def render_sweep_stamps(msky: MockSky, index: SkyIndex, objects: pd.DataFrame, o
     bar = dict(total=len(rows), desc=f"stamps {out_dir.name}", unit="obj", disable=not progress, mininterval=10)
     try:
         if workers > 1 and len(rows) > 1:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for image, row in tqdm(pool.imap(_stamp, rows, chunksize=16), **bar):
-                    writer.add(image, row)
+            chunks = [rows[i : i + 16] for i in range(0, len(rows), 16)]
+            names = [f"objects {c[0]['BRICKID']}/{c[0]['OBJID']} to {c[-1]['BRICKID']}/{c[-1]['OBJID']}" for c in chunks]
+            done = ordered_results(_stamps, chunks, names, workers, f"sealed stamps of {out_dir.name}")
+            for image, row in tqdm((r for chunk in done for r in chunk), **bar):
+                writer.add(image, row)
         else:
             for image, row in tqdm(map(_stamp, rows), **bar):
                 writer.add(image, row)
