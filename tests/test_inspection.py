@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sqlite3
 
 import fitsio
 import pandas as pd
@@ -172,12 +174,29 @@ def test_the_inspection_rule_feeds_a_second_snakemake_run(graded_run, tmp_path):
     assert "rule inspection" not in dry.stdout and "inspection" not in dry.stdout.split("Job stats")[-1]
     missing = run_snakemake(work, "inspection", check=False)
     assert missing.returncode != 0 and "needs the grades database" in missing.stdout
-    run = run_snakemake(work, "inspection", "--config", f"inspection={{db: {g['db']}, candidates: {cands}}}")
+    grades = tmp_path / "grades.sqlite"  # this test's own copy (WAL included), since it grades more
+    with sqlite3.connect(g["db"]) as src, sqlite3.connect(grades) as dst:
+        src.backup(dst)
+    config = f"inspection={{db: {grades}, candidates: {cands}}}"
+    run = run_snakemake(work, "inspection", "--config", config)
     out = work / "results/tiny/inspection"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["batch"] == BATCH and summary["new_lenses"] == 2, run.stdout[-2000:]
     assert read_key_list(out / "hard_negatives.csv") == set(g["negatives"])
     assert len(fitsio.read(str(out / "graded.fits"), ext="GRADED")) == len(g["recs"])
+    # grading more re-runs it, although with SQLite's WAL the file's time need not change
+    assert "Nothing to be done" in run_snakemake(work, "-n", "inspection", "--config", config).stdout
+    before = grades.stat().st_mtime_ns
+    db = GradesDB(grades)
+    key = tuple(int(v) for v in g["recs"].iloc[0][["RELEASE", "BRICKID", "OBJID"]])
+    db.set_grade(BATCH, key, "late grader", 4)
+    db.close()
+    os.utime(grades, ns=(before, before))  # as a WAL commit before a checkpoint leaves it
+    dry = run_snakemake(work, "-n", "inspection", "--config", config).stdout
+    assert "rule inspection:" in dry and "Nothing to be done" not in dry, dry[-2000:]
+    run_snakemake(work, "inspection", "--config", config)
+    graded = pd.read_csv(out / "graded.csv")
+    assert "late grader" in " ".join(graded.astype(str).to_numpy().ravel())
 
     # the next search, a new run as the README shows: its config lists the inspection's outputs
     cfg["run"] = "round2"

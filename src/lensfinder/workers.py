@@ -15,7 +15,6 @@ from concurrent.futures.process import BrokenProcessPool
 
 from lensfinder.errors import LensfinderError
 
-
 _FN = None  # the function of the running ordered_results: forked workers inherit it (no pickling)
 
 

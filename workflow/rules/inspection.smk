@@ -2,6 +2,8 @@
 # table, new lenses, hard negatives and rejections for the next run. Not part of `rule all`
 # (it needs a grades database that exists only after people grade); run it on request:
 #   snakemake inspection --config inspection='{db: grades.sqlite}'
+# It re-runs whenever the batch's grades change (grades_fingerprint), not only the file's time.
+from lensfinder.portal.database import grades_fingerprint
 
 
 rule inspection:
@@ -21,6 +23,8 @@ rule inspection:
     params:
         inspection=lambda wildcards: inspection_config(),
         batch=inspection_batch(),
+        # the grades themselves: with SQLite's WAL new grades leave the file's time unchanged
+        grades=lambda wildcards: grades_fingerprint(inspection_config()["db"], inspection_batch()),
     localrule: True
     conda:
         "../../envs/lensfinder.yaml"

@@ -8,6 +8,12 @@ recommendations and a training set's review table) in one file.
 
 WAL mode with ``synchronous=FULL``: :meth:`GradesDB.set_grade` returns only after the
 commit reached the disk, so a killed server (even SIGKILL) loses no grade it confirmed.
+With WAL a commit lands in ``<file>-wal`` and the main file changes only at a checkpoint,
+so the file's time says nothing of new grades: the ``inspection`` rule therefore takes
+``grades_fingerprint`` (a hash of the batch's grades) as a parameter and re-runs whenever
+it changes. Readers (``read_grades``) open the file read-only. WAL needs every process on
+one host (its shared memory): serve and run ``inspection`` on the same machine, or export
+(``/api/export.csv``) to move grades between hosts.
 """
 
 from __future__ import annotations
@@ -59,18 +65,23 @@ def check_grade(grade) -> int:
 class GradesDB:
     """Thread-safe access to one grades file (one connection, serialised by a lock)."""
 
-    def __init__(self, path):
+    def __init__(self, path, read_only: bool = False):
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
             raise LensfinderError(f"grades database {self.path} is a directory: give a file name, e.g. grades.sqlite")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA busy_timeout=10000")
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            if read_only:  # a reader changes nothing: no journal mode, no schema
+                self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                             check_same_thread=False, isolation_level=None)
+                self._conn.execute("PRAGMA busy_timeout=10000")
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute("PRAGMA busy_timeout=10000")
+                self._conn.executescript(_SCHEMA)
+                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         except sqlite3.DatabaseError as err:
             raise LensfinderError(f"grades database {self.path} cannot be opened ({err}): is it an SQLite file?") from err
         self._lock = threading.Lock()
@@ -117,7 +128,7 @@ def read_grades(path, batch: str) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise LensfinderError(f"grades database {path} does not exist: grade with `lensfinder-inspect serve` first")
-    db = GradesDB(path)
+    db = GradesDB(path, read_only=True)
     try:
         rows = db.grades(batch)
         if not rows:
@@ -127,3 +138,19 @@ def read_grades(path, batch: str) -> list[dict]:
         return rows
     finally:
         db.close()
+
+
+def grades_fingerprint(path, batch: str) -> str:
+    """A hash of every grade of ``batch`` in the file (its WAL included), or "absent" when
+    there is no such file: the ``inspection`` rule's parameter, so that grading more re-runs it."""
+    import hashlib
+    import json
+
+    if not Path(path).is_file():
+        return "absent"
+    db = GradesDB(path, read_only=True)
+    try:
+        rows = db.grades(batch)
+    finally:
+        db.close()
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
