@@ -195,8 +195,7 @@ def test_the_inspection_rule_feeds_a_second_snakemake_run(graded_run, tmp_path):
     dry = run_snakemake(work, "-n", "inspection", "--config", config).stdout
     assert "rule inspection:" in dry and "Nothing to be done" not in dry, dry[-2000:]
     run_snakemake(work, "inspection", "--config", config)
-    graded = pd.read_csv(out / "graded.csv")
-    assert "late grader" in " ".join(graded.astype(str).to_numpy().ravel())
+    assert "late grader" in (out / "graded.csv").read_text()
 
     # the next search, a new run as the README shows: its config lists the inspection's outputs
     cfg["run"] = "round2"
