@@ -3,8 +3,8 @@
 ``multiprocessing.Pool.imap`` waits forever for the result of a worker that died (killed for
 memory, a crash inside CFITSIO): the pool starts a new worker, but the task is lost. A
 ``concurrent.futures`` process pool notices the death and breaks; ``ordered_results`` turns
-that into an error naming the item it was waiting for, so the job fails, and the rerun can
-say what to look at.
+that into an error naming the items in flight (one of them killed the worker), so the job
+fails and says what to look at.
 """
 
 from __future__ import annotations

@@ -211,6 +211,8 @@ def _fetch_from_service(cfg, row, size, out_dir):
     """A positive's cutout from the viewer's service, through the checks a brick cutout gets
     (``screen_cutout``): (fp16 cube, "") or (None, why it was rejected)."""
     service = CutoutService(cfg.service_url, layer=cfg.service_layer, cache_dir=out_dir / "service_cache")
-    cube, _, _, detail = screen_cutout(service.fetch(float(row["RA"]), float(row["DEC"]), size))
-    return (None, f"{service.url(float(row['RA']), float(row['DEC']), size)}: {detail}") if cube is None else \
-        (cube.astype(np.float16), "")
+    ra, dec = float(row["RA"]), float(row["DEC"])
+    cube, _, _, detail = screen_cutout(service.fetch(ra, dec, size))
+    if cube is None:
+        return None, f"{service.url(ra, dec, size)}: {detail}"
+    return cube.astype(np.float16), ""
