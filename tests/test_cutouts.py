@@ -201,6 +201,16 @@ def test_shard_reader_batches_keys_and_checksums(tiny_shards, tmp_path):
     arr.write_bytes(bytes(data))
     with pytest.raises(LensfinderError, match="does not match its checksum"):
         ShardSet(copy / "manifest.json").verify()
+    with pytest.raises(LensfinderError, match="does not match its checksum"):  # the reader checks as it reads
+        for _ in ShardSet(copy / "manifest.json").batches(batch_size=7):
+            pass
+    older = json.loads((copy / "manifest.json").read_text())  # a manifest from before the CRC: SHA-256
+    for entry in older["shards"]:
+        del entry["crc32"]
+    (copy / "manifest.json").write_text(json.dumps(older))
+    with pytest.raises(LensfinderError, match="does not match its checksum"):
+        for _ in ShardSet(copy / "manifest.json").batches(batch_size=7):
+            pass
     ShardSet(out / sweeps[0] / "manifest.json").verify()  # the original is untouched
     arr.unlink()
     with pytest.raises(LensfinderError, match="is missing: re-run its cutouts job"):

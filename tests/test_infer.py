@@ -113,6 +113,29 @@ def test_logits_come_from_a_float32_head_under_bf16_autocast(model_and_shards):
     assert torch.allclose(exact, rounded.float(), rtol=0.05, atol=0.05)
 
 
+def test_a_zero_filled_shard_fails_inference_by_its_checksum_and_writes_nothing(model_and_shards, tmp_path):
+    """A shard whose bytes were lost (zero-filled after a crash, say) keeps its shape and
+    its name; inference must refuse it by its manifest's SHA-256 instead of scoring zeros."""
+    import shutil
+
+    d, _ = model_and_shards
+    copy = tmp_path / "shards"
+    shutil.copytree(d / "shards", copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    damaged = copy / manifest["shards"][1]["array"]
+    header = np.load(damaged, mmap_mode="r").offset
+    data = bytearray(damaged.read_bytes())
+    data[header:] = bytes(len(data) - header)
+    damaged.write_bytes(bytes(data))
+    assert np.load(damaged).shape == np.load(d / "shards" / manifest["shards"][1]["array"]).shape
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(LensfinderError, match=r"shard-001.npy does not match its checksum .*manifest.json.*re-run"):
+        infer_sweep(copy / "manifest.json", d / "model/best.pt", out, batch_size=10, progress=False)
+    assert not out.exists()
+    # the untouched original scores as before
+    assert infer_sweep(d / "shards/manifest.json", d / "model/best.pt", out, batch_size=10, progress=False)["rows"] == 64
+
+
 def test_mismatched_or_missing_shards_name_both_files(model_and_shards, tmp_path):
     d, _ = model_and_shards
     writer = ShardWriter(tmp_path / "big", 41, "dr10")

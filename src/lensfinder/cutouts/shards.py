@@ -18,7 +18,9 @@ so a set with a manifest is complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from lensfinder.constants import BANDS, KEY
 from lensfinder.errors import LensfinderError
-from lensfinder.files import atomic_path, sha256
+from lensfinder.files import atomic_path, crc32, sha256
 
 FLAG_MISSING_PIXELS = 1  # some pixels had no data anywhere (set to 0)
 FLAG_FROM_NEIGHBOURS = 2  # part of the cutout was resampled from neighbouring bricks
@@ -117,7 +119,7 @@ class ShardWriter:
         with atomic_path(self.dir / f"{name}.index.parquet") as tmp:
             pq.write_table(pa.Table.from_pylist(self._rows), tmp)
         self.shards.append({"array": array_path.name, "index": f"{name}.index.parquet", "rows": len(self._images),
-                            "sha256": sha256(array_path)})
+                            "sha256": sha256(array_path), "crc32": crc32(array_path)})
         self._images, self._rows = [], []
 
     def close(self, n_selected: int, extra: dict | None = None) -> dict:
@@ -206,7 +208,11 @@ class ShardSet:
         """Recompute each array's SHA-256 against the manifest."""
         for s in self.manifest["shards"]:
             if sha256(self.dir / s["array"]) != s["sha256"]:
-                raise LensfinderError(f"shard {self.dir / s['array']} does not match its checksum: re-run its cutouts job")
+                self._damaged(s)
+
+    def _damaged(self, shard: dict):
+        raise LensfinderError(f"shard {self.dir / shard['array']} does not match its checksum (the SHA-256 in "
+                              f"{self.manifest_path}): delete the directory and re-run its cutouts job")
 
     def __getitem__(self, i: int) -> np.ndarray:
         k = int(np.searchsorted(self._offsets, i, side="right") - 1)
@@ -222,21 +228,53 @@ class ShardSet:
         except KeyError:
             raise KeyError(f"object {tuple(key)} is not in {self.manifest_path}") from None
 
-    def batches(self, batch_size: int = 1024, as_torch: bool = True):
+    def batches(self, batch_size: int = 1024, as_torch: bool = True, verify: bool = True):
         """Yield (images, index rows) in shard order; images are fp16 (B, 3, H, W).
 
         Batches never span two shards, so each is one contiguous slice of a memory map.
         With ``as_torch`` the images come as a torch tensor (convert to fp32 on the device).
+        With ``verify`` (the default) each shard's bytes are checksummed as they are read
+        (its CRC-32; the SHA-256 for manifests older than the CRC) and compared with the
+        manifest's before the shard's last batch is handed out, so a damaged shard fails
+        the stage instead of being scored (cost: ``benchmarks/cutouts.py``).
         """
         for k, arr in enumerate(self.arrays):
+            entry = self.manifest["shards"][k]
+            check = None
+            if verify:
+                check = _Checksum(entry)
+                with open(self.dir / entry["array"], "rb") as fh:
+                    check.update(fh.read(arr.offset))  # the .npy header
             for start in range(0, len(arr), batch_size):
                 block = np.array(arr[start : start + batch_size])  # one sequential read, writable
                 rows = self.index.iloc[self._offsets[k] + start : self._offsets[k] + start + len(block)]
+                if check is not None:
+                    check.update(memoryview(block).cast("B"))
+                    if start + batch_size >= len(arr) and not check.matches():
+                        self._damaged(entry)
                 if as_torch:
                     import torch
 
                     block = torch.from_numpy(block)
                 yield block, rows
+
+
+class _Checksum:
+    """The running checksum of one shard's file: CRC-32 where the manifest has one, else SHA-256."""
+
+    def __init__(self, entry: dict):
+        self.expected = entry.get("crc32") or entry["sha256"]
+        self.crc = 0 if "crc32" in entry else None
+        self.sha = None if "crc32" in entry else hashlib.sha256()
+
+    def update(self, data):
+        if self.sha is None:
+            self.crc = zlib.crc32(data, self.crc)
+        else:
+            self.sha.update(data)
+
+    def matches(self) -> bool:
+        return (f"{self.crc:08x}" if self.sha is None else self.sha.hexdigest()) == self.expected
 
 
 class ShardCollection:
