@@ -1,6 +1,7 @@
 """Cutouts from the coadd bricks: exact pixels, brick-edge completion, failures, shards,
 and agreement with the cutout-service backend served from 127.0.0.1."""
 
+import json
 import time
 
 import fitsio
