@@ -71,24 +71,32 @@ def write_recommendations(run_dir: Path, n: int = 20, seed: int = 0, first=()) -
 class Server:
     """``lensfinder-inspect serve`` in a subprocess on a free port; ``url`` holds the token."""
 
-    def __init__(self, candidates, db, *args, cwd=None):
+    def __init__(self, candidates, db, *args, cwd=None, env=None, port=0):
         self.args = [sys.executable, "-m", "lensfinder.portal.cli", "serve", str(candidates), "--db", str(db),
-                     "--port", "0", *map(str, args)]
-        self.cwd = cwd
+                     "--port", str(port), *map(str, args)]
+        self.cwd, self.env = cwd, env
         self.proc = None
 
     def start(self, timeout=60):
+        """Start the server; ``graders`` maps each named grader to their URL."""
         self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(self.args, cwd=self.cwd, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        env = {**os.environ, **(self.env or {})}
+        self.proc = subprocess.Popen(self.args, cwd=self.cwd, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env=env)
+        self.graders = {}
         deadline = time.time() + timeout
         while time.time() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 self.log.seek(0)
                 raise RuntimeError(f"lensfinder-inspect exited: {self.log.read()[-3000:]}")
+            grader = re.match(r"grader (\S+): (http://\S+)", line)
+            if grader:
+                self.graders[grader.group(1)] = grader.group(2)
             m = re.search(r"open (http://\S+)/\?token=(\S+)", line)
             if m:
                 self.base, self.token = m.group(1), m.group(2)
+                self.port = int(self.base.rsplit(":", 1)[1])
                 self.url = f"{self.base}/?token={self.token}"
                 self._wait_ready(deadline)
                 return self

@@ -217,3 +217,23 @@ def test_the_inspection_rule_feeds_a_second_snakemake_run(graded_run, tmp_path):
     assert len(hard) >= 1 and (hard.LABEL == 0).all() and (hard.SPLIT == "train").all()
     counts = json.loads((work / "results/round2/trainset/summary.json").read_text())["hard_negatives"]
     assert counts == {"listed": 3, "as": "nonlenses", "selected_nonlens_candidates": 3, "added_as_nonlenses": len(hard)}
+
+
+def test_written_csv_tables_keep_formulas_as_text_and_read_back_unchanged(tmp_path):
+    """A comment like =HYPERLINK(...) must reach a spreadsheet as text, and an export the
+    portal wrote must give the same comment back to the inspection rule."""
+    import csv
+
+    from lensfinder.portal.inspection import grades_from_export
+    from lensfinder.tables import spreadsheet_safe, write_tables
+
+    comments = ['=HYPERLINK("http://x","y")', "+1 arc", "-", "@SUM(A1)", "\tx", "plain; ok", "", "it's fine"]
+    table = pd.DataFrame({"RELEASE": 10000, "BRICKID": 1, "OBJID": range(len(comments)), "COMMENTS": comments})
+    write_tables(tmp_path, table, "graded")
+    cells = [row["COMMENTS"] for row in csv.DictReader(open(tmp_path / "graded.csv", newline=""))]
+    assert cells == ["'" + c if c[:1] in ("=", "+", "-", "@", "\t") else c for c in comments]
+    assert pd.read_parquet(tmp_path / "graded.parquet").COMMENTS.tolist() == comments  # only the CSV changes
+    export = tmp_path / "export.csv"
+    pd.DataFrame({"RELEASE": 10000, "BRICKID": 1, "OBJID": range(len(comments)), "grade_ann": 3,
+                  "comment_ann": [spreadsheet_safe(c) for c in comments]}).to_csv(export, index=False)
+    assert [g["comment"] for g in grades_from_export(export)] == comments

@@ -7,6 +7,8 @@ import io
 import json
 import os
 import signal
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -38,6 +40,11 @@ def small_run(tiny_mock, tmp_path_factory):
 def start_server(small_run, db, *extra):
     run_dir, _, config = small_run
     return Server(run_dir / "recommendations" / "recommendations.parquet", db, "--config", config, *extra).start()
+
+
+def KEY0(small_run):  # noqa: N802 - the first candidate's key, as the page sends it
+    recs = small_run[1]
+    return [int(recs.RELEASE[0]), int(recs.BRICKID[0]), int(recs.OBJID[0])]
 
 
 def browser_or_fail():
@@ -84,13 +91,17 @@ def test_token_required_and_path_traversal_refused(small_run, tmp_path):
             status, body = server.request(path, token="wrong-" + server.token)
             assert status == 401, path
         assert b"access token" in server.request("/api/candidates", token=False)[1]
-        grade = json.dumps({"candidate": 0, "inspector": "eve", "grade": 4}).encode()
+        grade = json.dumps({"key": KEY0(small_run), "inspector": "eve", "grade": 4}).encode()
         assert server.request("/api/grades", data=grade, token=False)[0] == 401
         assert json.loads(server.get("/api/progress"))["inspectors"] == {}
         # the other ways to give the token
         assert server.request("/api/progress", token=False, headers={"Authorization": f"Bearer {server.token}"})[0] == 200
         assert server.request(f"/api/progress?token={server.token}", token=False)[0] == 200
-        assert server.request("/api/progress", token=False, headers={"Cookie": f"lensfinder_token={server.token}"})[0] == 200
+        cookie = {"Cookie": f"lensfinder_token_{server.port}={server.token}"}
+        assert server.request("/api/progress", token=False, headers=cookie)[0] == 200
+        # the cookie is per port: one for another portal on this host opens nothing here
+        other = {"Cookie": f"lensfinder_token_{server.port + 1}={server.token}"}
+        assert server.request("/api/progress", token=False, headers=other)[0] == 401
         # path traversal: nothing outside the package's static files or the run's shards is served
         for path in ["/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/static/..%2fapp.py",
                      "/static/%2e%2e/app.py", "/api/candidates/..%2f..%2fetc%2fpasswd/image.png",
@@ -101,12 +112,14 @@ def test_token_required_and_path_traversal_refused(small_run, tmp_path):
             assert b"root:" not in body and b"import" not in body, path
         # clear 4xx answers
         post = lambda d: server.request("/api/grades", data=json.dumps(d).encode())  # noqa: E731
-        status, body = post({"candidate": 99, "inspector": "eve", "grade": 3})
-        assert status == 404 and b"unknown candidate" in body
-        status, body = post({"candidate": 0, "inspector": "eve", "grade": 5})
+        status, body = post({"key": [1, 2, 3], "inspector": "eve", "grade": 3})
+        assert status == 409 and b"not in batch" in body
+        status, body = post({"key": KEY0(small_run), "inspector": "eve", "grade": 5})
         assert status == 422 and b"not one of 0-4" in body
-        status, body = post({"candidate": 0, "grade": 3})
+        status, body = post({"key": KEY0(small_run), "grade": 3})
         assert status == 400 and b"inspector is required" in body
+        status, body = post({"candidate": 0, "inspector": "eve", "grade": 3})  # a row number is not a key
+        assert status == 400 and b"key is required" in body
         assert server.request("/api/candidates/0/image.png?view=w1")[0] == 400
         assert server.get("/api/candidates/0/image.png?view=context")[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
@@ -230,3 +243,176 @@ def test_settled_candidates_go_to_the_back_of_the_queue(small_run, tmp_path):
     assert ann["queue"] == list(range(20))  # her own grades stay where they are
     assert carl["candidates"][0]["consensus"] == "B" and carl["candidates"][0]["settled"]
     assert carl["progress"]["inspectors"] == {"ann": 3, "bob": 2}
+
+
+# --- what a hostile local page, a careless client or a mistyped name can do ------------------
+
+
+def test_forged_oversized_and_formula_requests_are_refused_and_every_answer_is_hardened(small_run, tmp_path):
+    db = tmp_path / "grades.sqlite"
+    server = start_server(small_run, db)
+    key = KEY0(small_run)
+    cookie = f"lensfinder_token_{server.port}={server.token}"
+    grade = json.dumps({"key": key, "inspector": "mallory", "grade": 4}).encode()
+    try:
+        # a page on another local port posts a "simple" request (no preflight) with the cookie
+        status, body = server.request("/api/grades", data=grade, token=False, headers={
+            "Cookie": cookie, "Content-Type": "text/plain", "Origin": "http://127.0.0.1:8888"})
+        assert status == 403 and b"X-Token header" in body
+        # with the token in the header but from a foreign origin
+        status, body = server.request("/api/grades", data=grade, headers={"Origin": "http://127.0.0.1:8888"})
+        assert status == 403 and b"origin" in body
+        # the right origin but not JSON
+        own = {"Origin": server.base, "Content-Type": "text/plain"}
+        assert server.request("/api/grades", data=grade, headers=own)[0] == 415
+        # a body over 16 KiB, declared or chunked, and JSON nested past the parser's depth
+        big = json.dumps({"key": key, "inspector": "eve", "grade": 1, "comment": "x" * 20000}).encode()
+        assert server.request("/api/grades", data=big)[0] == 413
+        nested = ("[" * 5000 + "]" * 5000).encode()
+        status, body = server.request("/api/grades", data=nested)
+        assert status == 400 and b"must be JSON" in body
+        # a comment over 2,000 characters is refused, never cut
+        status, body = server.request("/api/grades", data=json.dumps(
+            {"key": key, "inspector": "eve", "grade": 1, "comment": "y" * 2001}).encode())
+        assert status == 422 and b"2001 characters" in body
+        # an id that Python calls a digit but is not one
+        assert server.request("/api/candidates/%C2%B2/image.png")[0] == 404
+        assert server.request("/api/candidates/%C2%B2")[0] == 404
+        assert json.loads(server.get("/api/progress"))["inspectors"] == {}  # nothing above was saved
+        # Ann and "ann " are one grader; a formula in a comment is exported as text
+        for name, g in (("Ann", 3), ("ann ", 4)):
+            status, body = server.request("/api/grades", data=json.dumps(
+                {"key": key, "inspector": name, "grade": g, "comment": '=HYPERLINK("http://x","y")'}).encode(),
+                headers={"Origin": server.base})
+            assert status == 200, body
+        assert json.loads(server.get("/api/progress"))["inspectors"] == {"ann": 1}
+        assert json.loads(server.get("/api/candidates?inspector=ANN"))["inspector"] == "ann"
+        row = next(csv.DictReader(io.StringIO(server.get("/api/export.csv").decode())))
+        assert row["grade_ann"] == "4" and row["comment_ann"] == '\'=HYPERLINK("http://x","y")'
+        # security headers on the page, the API, a static file and a refusal alike
+        for path, token in (("/", True), ("/api/progress", True), ("/static/portal.js", True), ("/api/progress", False)):
+            req = urllib.request.Request(server.base + path, headers={"X-Token": server.token} if token else {})
+            try:
+                headers = urllib.request.urlopen(req, timeout=30).headers
+            except urllib.error.HTTPError as err:
+                headers = err.headers
+            assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], path
+            assert "script-src 'self'" in headers["Content-Security-Policy"], path
+            assert headers["X-Frame-Options"] == "DENY" and headers["Referrer-Policy"] == "no-referrer", path
+            assert headers["X-Content-Type-Options"] == "nosniff", path
+        page = server.get("/").decode()
+        assert "<script>" not in page  # no inline script: the policy forbids it
+    finally:
+        server.stop()
+    graded = GradesDB(db).grades("tiny/recommendations")
+    assert [(g["inspector"], g["grade"]) for g in graded] == [("ann", 4)]
+    assert graded[0]["comment"] == '=HYPERLINK("http://x","y")'  # stored as given; made safe on export
+
+
+def test_named_graders_change_only_their_own_grades(small_run, tmp_path):
+    db = tmp_path / "grades.sqlite"
+    server = start_server(small_run, db, "--graders", "Ann,bob")
+    key = KEY0(small_run)
+    try:
+        assert set(server.graders) == {"ann", "bob"}
+        ann = server.graders["ann"].split("token=")[1]
+        bob = server.graders["bob"].split("token=")[1]
+        assert len({ann, bob, server.token}) == 3
+        post = lambda body, token: server.request("/api/grades", data=json.dumps(body).encode(), token=token)  # noqa: E731
+        assert post({"key": key, "grade": 4}, ann)[0] == 200  # the token says who grades
+        status, body = post({"key": key, "inspector": "ann", "grade": 0}, bob)
+        assert status == 403 and b"belongs to grader 'bob'" in body
+        status, body = post({"key": key, "inspector": "carl", "grade": 0}, server.token)
+        assert status == 403 and b"own URL" in body
+        assert post({"key": key, "inspector": "bob", "grade": 2}, bob)[0] == 200
+        assert json.loads(server.get("/api/candidates", token=ann))["inspector"] == "ann"
+        assert server.request("/api/candidates?inspector=bob", token=ann)[0] == 403
+        rows = list(csv.DictReader(io.StringIO(server.get("/api/export.csv").decode())))  # the portal token reads
+        assert (rows[0]["grade_ann"], rows[0]["grade_bob"]) == ("4", "2")
+    finally:
+        server.stop()
+    # the same portal token gives the same grader URLs after a restart
+    env = {"LENSFINDER_INSPECT_TOKEN": "fixed-token-for-the-test"}
+    urls = []
+    for _ in range(2):
+        run_dir, _, config = small_run
+        s = Server(run_dir / "recommendations" / "recommendations.parquet", db, "--config", config,
+                   "--graders", "ann", env=env).start()
+        urls.append(s.graders["ann"].split("token=")[1])
+        s.stop()
+    assert urls[0] == urls[1]
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
+                                            ("::", False), ("0.0.0.0", False)])
+def test_only_loopback_addresses_bind_without_a_warning(host, loopback):
+    from lensfinder.portal.cli import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+def test_grades_survive_two_server_crashes_a_new_token_and_a_reranked_table(small_run, tmp_path):
+    """The page keeps every grade in its outbox until the server commits it: grades given
+    while the server is down are sent when it is back; after a restart with a new token and a
+    re-ranked table, the page opened at the new URL sends what was left, by key."""
+    import socket
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    run_dir, recs, config = small_run
+    reranked = run_dir / "recommendations" / "reranked.parquet"
+    recs.iloc[::-1].reset_index(drop=True).to_parquet(reranked, index=False)
+    db = tmp_path / "grades.sqlite"
+    with socket.socket() as sock:  # a free port, kept across the restarts
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    def serve(table, token):
+        return Server(table, db, "--config", config, "--batch", "tiny/recommendations", port=port,
+                      env={"LENSFINDER_INSPECT_TOKEN": token}).start()
+
+    def saved():
+        g = GradesDB(db, read_only=True)
+        try:
+            return {(r["key"], r["grade"]) for r in g.grades("tiny/recommendations")}
+        finally:
+            g.close()
+
+    def banner(driver):
+        return driver.execute_script("const b = document.getElementById('outbox'); return b.hidden ? '' : b.textContent")
+
+    key = lambda i: tuple(int(recs[k][i]) for k in ("RELEASE", "BRICKID", "OBJID"))  # noqa: E731
+    server = serve(run_dir / "recommendations" / "recommendations.parquet", "first-token")
+    driver = browser_or_fail()
+    try:
+        _open_as(driver, server, "ann")
+        for g in (4, 3, 2):
+            _press(driver, str(g))
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "return window.lensfinder.state.pending === 0 && window.lensfinder.state.prefetching === 0"))
+        server.kill(signal.SIGKILL)  # crash 1: grades given now wait in the outbox
+        for g in (1, 0, 4):
+            _press(driver, str(g))
+        WebDriverWait(driver, 30).until(lambda d: "NOT SAVED" in banner(d))
+        assert driver.execute_script("return window.lensfinder.state.pending") == 3
+        server = serve(run_dir / "recommendations" / "recommendations.parquet", "first-token")
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.lensfinder.state.pending") == 0)
+        assert banner(driver) == ""
+        assert saved() == {(key(i), g) for i, g in enumerate((4, 3, 2, 1, 0, 4))}
+        # the page fetches again the images it could not preload while the server was away
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.lensfinder.state.prefetching") == 0)
+        server.kill(signal.SIGKILL)  # crash 2: back with a new token and the table re-ranked
+        for g in (3, 3):
+            _press(driver, str(g))
+        server = serve(reranked, "second-token")
+        WebDriverWait(driver, 60).until(lambda d: "does not accept this page's token" in banner(d))
+        assert driver.execute_script("return window.lensfinder.state.pending") == 2
+        driver.get(server.url)  # the new URL: the outbox is still in this browser
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+            "return window.lensfinder.ready && window.lensfinder.state.pending === 0"))
+        assert banner(driver) == ""
+    finally:
+        close_chrome(driver)
+        server.stop()
+    # every grade on the object it was given to, although the ids changed with the ranking
+    assert saved() == {(key(i), g) for i, g in enumerate((4, 3, 2, 1, 0, 4, 3, 3))}

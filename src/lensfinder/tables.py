@@ -13,6 +13,20 @@ from lensfinder.errors import LensfinderError
 from lensfinder.files import atomic_path
 
 KEY_BITS = (19, 22, 22)  # RELEASE, BRICKID, OBJID: one int64 per key
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
+
+
+def spreadsheet_safe(text):
+    """Free text as a spreadsheet shows it, never runs it: a cell that starts with
+    = + - @ tab or CR gets a leading apostrophe (OWASP's rule for CSV injection)."""
+    return "'" + text if isinstance(text, str) and text.startswith(FORMULA_START) else text
+
+
+def spreadsheet_unsafe(text):
+    """The inverse of ``spreadsheet_safe``, for reading back a CSV this package wrote."""
+    if isinstance(text, str) and text.startswith("'") and text[1:].startswith(FORMULA_START):
+        return text[1:]
+    return text
 
 def pack_keys(release, brickid, objid) -> np.ndarray:
     """(RELEASE, BRICKID, OBJID) packed into one int64 (19 + 22 + 22 bits), for sorting and
@@ -53,7 +67,8 @@ def write_batch_table(tables, sweeps, metadata: dict, out_path) -> int:
 
 def write_tables(out_dir, table: pd.DataFrame, stem: str) -> None:
     """``<stem>.parquet``, ``<stem>.csv`` and ``<stem>.fits`` (extension ``<STEM>``) in
-    ``out_dir``, each written atomically. FITS columns follow ``fits_dtype``."""
+    ``out_dir``, each written atomically. FITS columns follow ``fits_dtype``; the CSV's text
+    cells go through ``spreadsheet_safe``."""
     import fitsio
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -61,8 +76,10 @@ def write_tables(out_dir, table: pd.DataFrame, stem: str) -> None:
     out_dir = Path(out_dir)
     with atomic_path(out_dir / f"{stem}.parquet") as tmp:
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
-    with atomic_path(out_dir / f"{stem}.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    with atomic_path(out_dir / f"{stem}.csv") as tmp:  # free text (comments) made spreadsheet-safe
+        text = {c: table[c].map(spreadsheet_safe) for c in table.columns
+                if table[c].dtype == object or pd.api.types.is_string_dtype(table[c])}
+        table.assign(**text).to_csv(tmp, index=False)
     arr = np.zeros(len(table), dtype=[(c, fits_dtype(table[c])) for c in table.columns])
     for c in table.columns:
         if arr.dtype[c].kind == "S":

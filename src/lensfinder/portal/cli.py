@@ -7,7 +7,13 @@ The run directory (for the shards) is ``--run`` or, by default, the directory tw
 above the table (``results/<run>/recommendations/x.parquet`` -> ``results/<run>``). The
 survey tree for the context view comes from ``--config`` (default ``config/config.yaml``),
 or the cutout service with ``--service-url``. The server binds 127.0.0.1 and prints a URL
-with a fresh random access token (``LENSFINDER_INSPECT_TOKEN`` sets a fixed one).
+with a fresh random access token (``LENSFINDER_INSPECT_TOKEN`` sets a fixed one, which keeps
+every URL valid across restarts). With ``--graders ann,bob`` it prints one URL per grader:
+each grades only under their own name (see ``lensfinder.portal.access``).
+
+Grades live in one SQLite file in write-ahead-log mode, which needs every process that opens
+it on one host: serve and run the ``inspection`` rule on the same machine (or move grades as
+``/api/export.csv``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--min-graders", type=int, default=2, help="graders that settle a candidate (default %(default)s)")
     serve.add_argument("--prefetch", type=int, default=4, help="next candidates the page preloads (default %(default)s)")
     serve.add_argument("--cache", type=int, default=4096, help="PNGs kept in memory (default %(default)s)")
+    serve.add_argument("--graders", default="",
+                       help="comma-separated grader names: each gets a URL of their own and may change only "
+                            "their own grades (default: anyone with the portal's URL grades under any name)")
     return parser
 
 
@@ -76,6 +85,16 @@ def context_backends(args, release_default="dr10"):
     return tree, service, release
 
 
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` binds is this machine's loopback (``::`` and
+    ``0.0.0.0``, every interface, are not)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
 def serve(args) -> None:
     import uvicorn
 
@@ -95,15 +114,18 @@ def serve(args) -> None:
     if missing:
         print(f"warning: {len(missing)} candidate(s) have no cutout in {run_dir}/cutouts (e.g. {missing[0]}); "
               "their views will be missing", file=sys.stderr)
-    token = os.environ.get("LENSFINDER_INSPECT_TOKEN") or secrets.token_urlsafe(24)
-    portal = Portal(frame, kind, args.batch or default_batch(candidates_path, run_dir), GradesDB(args.db), images,
-                    token=token, min_graders=args.min_graders, prefetch=args.prefetch, release=release)
+    from lensfinder.portal.access import Access
+
     try:
-        if not ipaddress.ip_address(socket.gethostbyname(args.host)).is_loopback:
-            print(f"warning: binding {args.host}: anyone who can reach it and has the token can grade; "
-                  "prefer 127.0.0.1 and an SSH tunnel", file=sys.stderr)
-    except (OSError, ValueError):
-        pass
+        access = Access(os.environ.get("LENSFINDER_INSPECT_TOKEN") or secrets.token_urlsafe(24),
+                        tuple(g for g in args.graders.split(",") if g.strip()))
+    except ValueError as err:
+        raise LensfinderError(f"--graders {args.graders!r}: {err}") from err
+    portal = Portal(frame, kind, args.batch or default_batch(candidates_path, run_dir), GradesDB(args.db), images,
+                    access=access, min_graders=args.min_graders, prefetch=args.prefetch, release=release)
+    if not is_loopback(args.host):
+        print(f"warning: binding {args.host}: anyone who can reach it and has a token can grade; "
+              "prefer 127.0.0.1 and an SSH tunnel", file=sys.stderr)
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -112,7 +134,11 @@ def serve(args) -> None:
         raise LensfinderError(f"cannot listen on {args.host}:{args.port} ({err}): choose another --port") from err
     port = sock.getsockname()[1]
     print(f"lensfinder-inspect: batch {portal.batch!r}, {len(frame)} candidates ({kind}), grades in {args.db}", flush=True)
-    print(f"open http://{args.host}:{port}/?token={token}", flush=True)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    for name in access.graders:
+        print(f"grader {name}: http://{host}:{port}/?token={access.grader_token(name)}", flush=True)
+    print(f"open http://{host}:{port}/?token={access.token}"
+          + (" (reads and exports; graders grade through their own URLs)" if access.graders else ""), flush=True)
     config = uvicorn.Config(create_app(portal), log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 

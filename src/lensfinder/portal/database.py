@@ -28,7 +28,7 @@ from lensfinder.errors import LensfinderError
 from lensfinder.portal.consensus import GRADES
 
 SCHEMA_VERSION = "1"
-INSPECTOR_RE = re.compile(r"^[A-Za-z0-9_.@ -]{1,64}$")
+INSPECTOR_RE = re.compile(r"^[a-z0-9][a-z0-9_.@ -]{0,63}$")
 MAX_COMMENT = 2000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grades (
@@ -47,13 +47,26 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 def check_inspector(name) -> str:
-    """The inspector's name, stripped; a ValueError says what is allowed."""
-    name = (name or "").strip() if isinstance(name, str) else ""
+    """The inspector's canonical name: lower case, runs of spaces as one, so that ``Ann``
+    and ``ann `` are one grader. A ValueError says what is allowed."""
+    name = " ".join(name.split()).lower() if isinstance(name, str) else ""
     if not name:
         raise ValueError("inspector is required: give your name (letters, digits, space, _ . @ -)")
     if not INSPECTOR_RE.match(name):
-        raise ValueError(f"inspector {name[:70]!r} is not allowed: use 1-64 letters, digits, space, _ . @ -")
+        raise ValueError(f"inspector {name[:70]!r} is not allowed: use 1-64 letters, digits, space, _ . @ -, "
+                         "starting with a letter or digit")
     return name
+
+
+def check_comment(comment) -> str:
+    """The comment, or a ValueError when it is not a string or is over MAX_COMMENT characters
+    (refused, never cut: a grader must know what was kept)."""
+    comment = "" if comment is None else comment
+    if not isinstance(comment, str):
+        raise ValueError("comment must be a string")
+    if len(comment) > MAX_COMMENT:
+        raise ValueError(f"comment has {len(comment)} characters, over the {MAX_COMMENT} allowed: shorten it")
+    return comment
 
 
 def check_grade(grade) -> int:
@@ -93,7 +106,7 @@ class GradesDB:
     def set_grade(self, batch: str, key, inspector: str, grade: int, comment: str = "") -> str:
         """Insert or replace one inspector's grade of one object; committed on return."""
         inspector, grade = check_inspector(inspector), check_grade(grade)
-        comment = (comment or "")[:MAX_COMMENT]
+        comment = check_comment(comment)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         release, brickid, objid = (int(v) for v in key)
         with self._lock:

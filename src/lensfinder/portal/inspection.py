@@ -35,7 +35,7 @@ from lensfinder.portal.candidates import load_candidates, main_score_column
 from lensfinder.portal.consensus import consensus
 from lensfinder.portal.database import read_grades
 from lensfinder.settings import Settings
-from lensfinder.tables import write_tables
+from lensfinder.tables import spreadsheet_unsafe, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def grades_from_export(path) -> list[dict]:
                 continue
             if g.strip() not in {"0", "1", "2", "3", "4"}:
                 raise LensfinderError(f"grades export {path}: grade {g!r} of {name} for {tuple(row)} is not 0-4")
-            out.append({"key": tuple(int(v) for v in row), "inspector": name, "grade": int(g), "comment": comment})
+            out.append({"key": tuple(int(v) for v in row), "inspector": name, "grade": int(g),
+                        "comment": spreadsheet_unsafe(comment)})
     return out
 
 

@@ -1,37 +1,131 @@
 // lensfinder inspection page: keyboard grading over the JSON API (see lensfinder.portal.app).
-// A grade key saves the grade (POST /api/grades, committed before the answer) and shows the
-// next candidate at once; the next LF.prefetch candidates' images are already loaded.
+// A grade key puts the grade in an outbox kept in this browser (localStorage) and shows the
+// next candidate at once; the outbox is sent in order, each grade by the object's key, and a
+// grade leaves it only when the server has committed it. Failures are retried with back-off;
+// a banner stays up while any grade is unsaved, and lists any the server refused. The next
+// `prefetch` candidates' images are already loaded.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  const VIEWS = ["rgb", "g", "r", "z"].concat(LF.hasContext ? ["context"] : []);
-  const state = { inspector: null, cands: [], queue: [], pos: 0, total: 0, graded: 0, gen: 0, pending: 0 };
+  const cfg = document.body.dataset;
+  const TOKEN = document.querySelector('meta[name="lensfinder-token"]').content;
+  const PREFETCH = Number(cfg.prefetch || 4);
+  const VIEWS = ["rgb", "g", "r", "z"].concat(cfg.hasContext === "true" ? ["context"] : []);
+  const OUTBOX_KEY = `lensfinder.outbox.${cfg.port}.${cfg.batch}`;
+  const state = { inspector: null, cands: [], queue: [], pos: 0, total: 0, graded: 0, gen: 0, pending: 0,
+    outbox: JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]"), refused: [], sending: false, retryMs: 0, starts: 0, prefetching: 0 };
+  const byKey = new Map(); // "R/B/O" -> candidate
   const prefetched = new Map(); // url -> Image, kept so the decoded image stays in memory
   // timings[i] = ms from a grade/next key to the next candidate fully shown (benchmark, tests)
   window.lensfinder = { timings: [], state: state, ready: false };
 
   const imageUrl = (id, view) => `api/candidates/${id}/image.png?view=${view}`;
   const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(3)) : v == null ? "-" : String(v));
+  const keyText = (key) => key.join("/");
 
   function setStatus(text, isError) {
     $("status").textContent = text;
     $("status").className = isError ? "error" : "";
   }
 
+  class HttpError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
   async function api(path, options) {
-    const resp = await fetch(path, Object.assign({ credentials: "same-origin" }, options || {}));
+    const opts = Object.assign({ credentials: "same-origin" }, options || {});
+    opts.headers = Object.assign({ "X-Token": TOKEN }, opts.headers || {});
+    const resp = await fetch(path, opts);
     const body = (resp.headers.get("content-type") || "").includes("json") ? await resp.json() : null;
-    if (!resp.ok) throw new Error((body && body.error) || `HTTP ${resp.status}`);
+    if (!resp.ok) throw new HttpError(resp.status, (body && body.error) || `HTTP ${resp.status}`);
     return body;
   }
 
+  // --- the outbox: every grade until the server has committed it --------------------------
+  function saveOutbox() {
+    localStorage.setItem(OUTBOX_KEY, JSON.stringify(state.outbox));
+    state.pending = state.outbox.length;
+    document.body.dataset.pending = String(state.pending);
+    showBanner();
+  }
+
+  function showBanner(extra) {
+    const lines = [];
+    if (state.outbox.length) {
+      lines.push(`${state.outbox.length} grade(s) NOT SAVED yet` + (extra ? `: ${extra}` : ": sending...") +
+        " They are kept in this browser and sent as soon as the server answers; do not clear its data.");
+    }
+    for (const r of state.refused) lines.push(`REFUSED by the server, grade ${r.grade} of ${keyText(r.key)}: ${r.reason}`);
+    $("outbox").hidden = lines.length === 0;
+    $("outbox").replaceChildren(...lines.map((t) => { const p = document.createElement("p"); p.textContent = t; return p; }));
+  }
+
+  async function flush() {
+    if (state.sending) return;
+    state.sending = true;
+    try {
+      while (state.outbox.length) {
+        const item = state.outbox[0];
+        let res;
+        try {
+          res = await api("api/grades", { method: "POST", headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ key: item.key, inspector: item.inspector, grade: item.grade, comment: item.comment }) });
+        } catch (err) {
+          const status = err instanceof HttpError ? err.status : 0;
+          if (status === 401) { // a restarted server with a new token: only a new URL helps
+            showBanner("the server does not accept this page's token (restarted?): open the URL it printed");
+            scheduleRetry(10000);
+            return;
+          }
+          if (status >= 400 && status < 500 && status !== 408 && status !== 429) { // this grade will never be accepted
+            state.outbox.shift();
+            state.refused.push({ key: item.key, grade: item.grade, reason: err.message });
+            saveOutbox();
+            continue;
+          }
+          state.retryMs = Math.min(state.retryMs ? 2 * state.retryMs : 500, 8000);
+          showBanner(`${err.message}; retrying in ${(state.retryMs / 1000).toFixed(1)} s`);
+          scheduleRetry(state.retryMs);
+          return;
+        }
+        state.retryMs = 0;
+        state.outbox.shift();
+        saveOutbox();
+        const c = byKey.get(keyText(item.key));
+        if (c && item.inspector === state.inspector) {
+          Object.assign(c, res.candidate);
+          state.graded = res.progress.graded;
+          updateProgress();
+        }
+        setStatus(`saved ${c ? c.name : keyText(item.key)}: ${item.grade}`, false);
+      }
+      prefetchNext(); // the server answers again: refill what failed while it was away
+    } finally {
+      state.sending = false;
+    }
+  }
+
+  function scheduleRetry(ms) {
+    clearTimeout(state.retryTimer);
+    state.retryTimer = setTimeout(flush, ms);
+  }
+
+  // --- the page -------------------------------------------------------------------------
   async function start(name) {
     window.lensfinder.ready = false;
     delete document.body.dataset.shown;
-    state.inspector = name;
-    localStorage.setItem("lensfinder.inspector", name);
+    const mine = ++state.starts; // the last name entered wins, whichever answer comes first
     const data = await api(`api/candidates?inspector=${encodeURIComponent(name)}`);
+    if (mine !== state.starts) return;
+    state.inspector = data.inspector;
+    localStorage.setItem("lensfinder.inspector", data.inspector);
     state.cands = data.candidates;
+    byKey.clear();
+    for (const c of state.cands) byKey.set(keyText(c.key), c);
+    for (const item of state.outbox) { // grades still in the outbox count as given
+      const c = byKey.get(keyText(item.key));
+      if (c && item.inspector === state.inspector) c.mine = { grade: item.grade, comment: item.comment };
+    }
     state.queue = data.queue;
     state.total = data.candidates.length;
     state.graded = data.candidates.filter((c) => c.mine).length;
@@ -42,6 +136,7 @@
     $("main").hidden = false;
     show(performance.now());
     window.lensfinder.ready = true;
+    flush();
   }
 
   function updateProgress() {
@@ -86,7 +181,7 @@
   }
 
   function prefetchNext() {
-    for (let k = 1; k <= LF.prefetch; k++) {
+    for (let k = 1; k <= PREFETCH; k++) {
       const id = state.queue[state.pos + k];
       if (id === undefined) break;
       for (const v of VIEWS) {
@@ -94,7 +189,9 @@
         if (prefetched.has(url)) continue;
         const img = new Image();
         img.src = url;
-        img.decode().catch(() => {});
+        state.prefetching += 1;
+        img.decode().catch(() => prefetched.delete(url)) // a failed one is fetched again later
+          .finally(() => { state.prefetching -= 1; });
         prefetched.set(url, img);
       }
     }
@@ -115,17 +212,11 @@
     const comment = $("comment").value;
     if (!c.mine) state.graded += 1;
     c.mine = { grade: g, comment: comment };
-    state.pending += 1;
-    document.body.dataset.pending = String(state.pending);
-    api("api/grades", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ candidate: c.id, inspector: state.inspector, grade: g, comment: comment }) })
-      .then((res) => {
-        Object.assign(c, res.candidate);
-        state.graded = res.progress.graded;
-        updateProgress();
-        setStatus(`saved ${c.name}: ${g}`, false);
-      }, (err) => setStatus(`NOT SAVED: grade ${g} of ${c.name}: ${err.message}`, true))
-      .finally(() => { state.pending -= 1; document.body.dataset.pending = String(state.pending); });
+    // a newer grade of the same object replaces one not yet sent
+    state.outbox = state.outbox.filter((o) => !(keyText(o.key) === keyText(c.key) && o.inspector === state.inspector));
+    state.outbox.push({ key: c.key, inspector: state.inspector, grade: g, comment: comment });
+    saveOutbox();
+    flush();
     if (state.pos < state.queue.length - 1) move(1, t0); else { show(t0); setStatus("graded the last candidate in your queue", false); }
   }
 
@@ -149,12 +240,15 @@
     else if (ev.key === "c") { ev.preventDefault(); $("comment").focus(); }
   });
   document.querySelectorAll("#grades button").forEach((b) => b.addEventListener("click", () => grade(Number(b.dataset.grade), performance.now())));
+  window.addEventListener("online", () => flush());
   $("who").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const name = $("inspector").value.trim();
     if (name) { $("inspector").blur(); start(name).catch((err) => setStatus(err.message, true)); }
   });
-  const saved = localStorage.getItem("lensfinder.inspector");
+  saveOutbox(); // shows the banner for grades left unsaved by an earlier visit
+  const saved = cfg.grader || localStorage.getItem("lensfinder.inspector");
+  if (cfg.grader) $("inspector").readOnly = true;
   if (saved) { $("inspector").value = saved; start(saved).catch((err) => setStatus(err.message, true)); }
   else $("inspector").focus();
 })();
