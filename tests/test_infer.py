@@ -168,3 +168,19 @@ def test_duplicate_keys_in_a_shard_set_are_an_error_naming_it(model_and_shards, 
     writer.close(3)
     with pytest.raises(LensfinderError, match=r"dup/manifest.json holds 1 duplicate key.*\[10000, 3, 1\]"):
         ShardSet(tmp_path / "dup/manifest.json")
+
+
+def test_a_checkpoint_holding_python_objects_is_refused_without_running_them(tmp_path):
+    """Checkpoints load with weights_only=True: a file whose pickle would call a function
+    (here: create a file) is refused, and the call never happens."""
+    marker = tmp_path / "the-payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"format": "lensfinder-checkpoint-1", "model_spec": {}, "state_dict": {}, "x": Payload()},
+               tmp_path / "evil.pt")
+    with pytest.raises(LensfinderError, match=r"evil.pt holds Python objects.*could run code"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()

@@ -50,7 +50,7 @@ def run(cmd):
 
 
 def weights(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def initial_weights(model_json, seed):
@@ -124,8 +124,8 @@ def test_two_gloo_ranks_train_efficientnet_like_one_dropout_included(trainset64,
     cfg = dict(optimizer="sgd", lr=0.001)
     run(train_cmd(trainset64, tmp_path / "one", model=EFFICIENTNET, **cfg))
     run(train_cmd(trainset64, tmp_path / "two", nproc=2, model=EFFICIENTNET, **cfg))
-    one, two = torch.load(tmp_path / "one/last.pt", weights_only=False), torch.load(tmp_path / "two/last.pt",
-                                                                                     weights_only=False)
+    one, two = torch.load(tmp_path / "one/last.pt", weights_only=True), torch.load(tmp_path / "two/last.pt",
+                                                                                     weights_only=True)
     assert one["ranks"] == 1 and two["ranks"] == 2
     assert_same_training(one["state_dict"], two["state_dict"], initial_weights(EFFICIENTNET, 3),
                          rtol=1e-4, atol=1e-5, buffer_rtol=1e-3)
@@ -145,7 +145,7 @@ def ring_runs(trainset64, tmp_path_factory):
 @pytest.mark.parametrize("name", ["resnet_mini", "efficientnet_mini"])
 def test_each_model_learns_the_planted_ring(ring_runs, trainset64, name):
     _, out = ring_runs[name]
-    ck = torch.load(out / "best.pt", weights_only=False)
+    ck = torch.load(out / "best.pt", weights_only=True)
     labels = pd.read_parquet(trainset64 / "labels.parquet")
     y = labels[labels.SPLIT == "val"].LABEL.to_numpy()
     assert 5 <= y.sum() < len(y) - 5
@@ -157,8 +157,8 @@ def test_each_model_learns_the_planted_ring(ring_runs, trainset64, name):
 def test_the_same_command_in_a_fresh_process_gives_bit_identical_checkpoints(ring_runs, trainset64, tmp_path, name):
     model, first = ring_runs[name]
     run(launch_cmd(trainset64, tmp_path / "again", model))
-    a = torch.load(first / "best.pt", weights_only=False)
-    b = torch.load(tmp_path / "again/best.pt", weights_only=False)
+    a = torch.load(first / "best.pt", weights_only=True)
+    b = torch.load(tmp_path / "again/best.pt", weights_only=True)
     assert a["threads_per_rank"] == b["threads_per_rank"] == 1  # --threads 1, one rank
     assert a["train_config"]["deterministic"]
     assert a["state_dict"].keys() == b["state_dict"].keys()
@@ -188,7 +188,7 @@ def test_preempted_run_resumes_to_the_same_final_weights(trainset, tmp_path):
     proc.send_signal(signal.SIGTERM)  # as SLURM does before pre-emption
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == PREEMPTED_EXIT, err[-2000:]
-    state = torch.load(out / "resume.pt", map_location="cpu", weights_only=False)
+    state = torch.load(out / "resume.pt", map_location="cpu", weights_only=True)
     assert state["epoch"] < 8 and not (out / "last.pt").exists()
     assert "run again to resume" in err
     (out / "best.pt").unlink(missing_ok=True)  # Snakemake deletes a job's outputs before re-running it
@@ -243,7 +243,7 @@ def test_preemption_under_torchrun_reaches_every_rank_and_resumes_to_the_same_we
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == PREEMPTED_EXIT, err[-3000:]
     assert err.count("pre-empted at epoch") == 1, err[-3000:]  # one rank-0 save, not one per rank
-    state = torch.load(out / "resume.pt", map_location="cpu", weights_only=False)
+    state = torch.load(out / "resume.pt", map_location="cpu", weights_only=True)
     assert state["epoch"] < cfg["epochs"] and not (out / "last.pt").exists()
     (out / "best.pt").unlink(missing_ok=True)  # Snakemake deletes a job's outputs before re-running it
     resumed = run(launcher(out))

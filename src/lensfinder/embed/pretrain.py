@@ -319,7 +319,7 @@ class Pretrainer(RankedJob):
                 "cutout_shape": self.cutout_shape, "bands": ["g", "r", "z"], "units": "nanomaggy",
                 "sample": {"objects": len(self.sample), "population": len(self.population), "sha256": self.fingerprint},
                 "history": self.history, "epochs": self.epoch, "ranks": self.world, "threads_per_rank": self.threads,
-                "torch_version": torch.__version__}
+                "torch_version": str(torch.__version__)}
 
     # -- loop
     def run(self):

@@ -135,7 +135,7 @@ class RankedJob:
         path = self.out / "resume.pt"
         if not path.exists():
             return None
-        return torch.load(path, map_location=self.device, weights_only=False)
+        return torch.load(path, map_location=self.device, weights_only=True)
 
     def stop_if_preempted(self, resume_state, epoch: int, step: int) -> None:
         """When any rank was signalled: save ``resume_state()`` as ``resume.pt`` and exit 75."""

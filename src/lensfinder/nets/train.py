@@ -223,7 +223,7 @@ class Trainer(RankedJob):
             "epoch": self.epoch, "step": self.step,
             "n_parameters": self.n_params,
             "train_config": asdict(self.cfg),
-            "threads_per_rank": self.threads, "ranks": self.world, "torch_version": torch.__version__,
+            "threads_per_rank": self.threads, "ranks": self.world, "torch_version": str(torch.__version__),
             "trainset_fingerprint": self.fingerprint,
             "cutout_shape": self.cutout_shape, "bands": ["g", "r", "z"], "units": "nanomaggy",
             "history": self.history, "best_auc": self.best_auc, "best_epoch": self.best_epoch,
@@ -234,8 +234,9 @@ class Trainer(RankedJob):
             ck["scheduler"] = self.sched.state_dict()
             ck["best_checkpoint"] = self.best_ck  # so a resumed run can restore best.pt
         if val_scores is not None:
-            ck["val_keys"] = self.val_keys
-            ck["val_scores"] = val_scores
+            # tensors, not NumPy arrays: checkpoints load with weights_only=True (no pickled objects)
+            ck["val_keys"] = torch.from_numpy(np.ascontiguousarray(self.val_keys, dtype=np.int64))
+            ck["val_scores"] = torch.from_numpy(np.asarray(val_scores, dtype=np.float64))
         return ck
 
     def resume(self) -> bool:
@@ -392,8 +393,8 @@ class Trainer(RankedJob):
         hist = pd.DataFrame(self.history)
         plot_training_curves(hist, self.out / "curves.png", title=f"{self.out.name}: best AUC {self.best_auc:.4f} "
                              f"at epoch {self.best_epoch}")
-        best = torch.load(self.out / "best.pt", map_location="cpu", weights_only=False)
-        plot_roc_pr(self.y_val, best["val_scores"], self.out / "roc_pr.png", label=self.out.name)
+        best = torch.load(self.out / "best.pt", map_location="cpu", weights_only=True)
+        plot_roc_pr(self.y_val, best["val_scores"].numpy(), self.out / "roc_pr.png", label=self.out.name)
 
 
 def main(argv=None):
