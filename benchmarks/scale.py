@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,7 @@ def make_inputs(root: Path, sweeps: int, per_sweep: int, size: int, seed: int = 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lensfinder.ranking.ensemble import fit_meta_learner
+    from lensfinder.ranking.ensemble import fit_meta_learner, save_meta
 
     rng = np.random.default_rng(seed)
     lenses = []
@@ -101,8 +100,7 @@ def make_inputs(root: Path, sweeps: int, per_sweep: int, size: int, seed: int = 
     pd.concat(lenses).assign(grade="A").rename(columns={"RA": "ra", "DEC": "dec"}).to_csv(root / "lenses.csv", index=False)
     y = rng.random(4000) < 0.1
     x = np.stack([np.where(y, rng.normal(4, 2, 4000), rng.normal(-6, 2, 4000)) for _ in MODELS], 1)
-    with open(root / "meta.pkl", "wb") as fh:
-        pickle.dump({"model": fit_meta_learner(x, y.astype(int), hidden=300), "inputs": list(MODELS)}, fh)
+    save_meta(fit_meta_learner(x, y.astype(int), hidden=300), list(MODELS), root / "meta.npz")
 
 
 def run_stage(root: Path, names: list[str], stage: str, baseline_sweeps: int):
@@ -121,7 +119,7 @@ def run_stage(root: Path, names: list[str], stage: str, baseline_sweeps: int):
         for b in range(0, len(names), 50):
             batch = names[b : b + 50]
             infos = shortlist_batch(batch, {m: [root / f"scores/{m}/{s}.parquet" for s in batch] for m in MODELS},
-                                    objects[b : b + 50], root / "meta.pkl", cfg, root / f"shortlists/batch-{b // 50:04d}.parquet")
+                                    objects[b : b + 50], root / "meta.npz", cfg, root / f"shortlists/batch-{b // 50:04d}.parquet")
             kept += sum(i["kept"] for i in infos)
         info["kept"] = kept
     elif stage == "rank":
@@ -135,7 +133,7 @@ def run_stage(root: Path, names: list[str], stage: str, baseline_sweeps: int):
     elif stage == "whole-table":
         sub = names[:baseline_sweeps]
         table = combine_scores({m: [root / f"scores/{m}/{s}.parquet" for s in sub] for m in MODELS},
-                               objects[:baseline_sweeps], root / "meta.pkl")
+                               objects[:baseline_sweeps], root / "meta.npz")
         info = {"objects": len(table), "selected": len(select(table.dropna(subset=["LOGIT_ENSEMBLE"]), cfg))}
     print(json.dumps(info))
 
@@ -146,10 +144,10 @@ def _inputs_current(root: Path) -> bool:
     from lensfinder.errors import LensfinderError
     from lensfinder.ranking.ensemble import load_meta, meta_logit
 
-    if not (root / "meta.pkl").exists():
+    if not (root / "meta.npz").exists():
         return False
     try:
-        meta_logit(load_meta(root / "meta.pkl")["model"], np.zeros((1, len(MODELS))))
+        meta_logit(load_meta(root / "meta.npz")["model"], np.zeros((1, len(MODELS))))
     except LensfinderError:
         print(f"{root}: inputs from an older lensfinder, building them again")
         return False

@@ -11,7 +11,7 @@ from scipy.special import expit, logit
 from lensfinder.cutouts.shards import ShardWriter
 from lensfinder.errors import LensfinderError
 from lensfinder.metrics import top_n_metrics
-from lensfinder.ranking.ensemble import evaluate, fit_meta_learner, meta_logit
+from lensfinder.ranking.ensemble import evaluate, fit_meta_learner, meta_logit, save_meta
 from lensfinder.ranking.rank import rank
 from lensfinder.ranking.scores import RankConfig, combine_scores, select
 from lensfinder.ranking.shortlist import shortlist_batch
@@ -104,7 +104,7 @@ def test_meta_learner_fit_on_validation_ignores_a_model_that_only_fits_its_train
         table = build_ensemble({m: tmp_path / f"{m}.parquet" for m in ("fit", "honest")},
                                {m: tmp_path / f"{m}.pt" for m in ("fit", "honest")}, out, hidden=32, top_n=(10,),
                                fit_on=fit_on).set_index("scorer")
-        meta = load_meta(out / "meta.pkl")
+        meta = load_meta(out / "meta.npz")
         fresh_auc[fit_on] = roc_auc_score(fresh_y, apply_meta(meta, pd.DataFrame(fresh, columns=["fit", "honest"])))
         info = __import__("json").loads((out / "meta.json").read_text())
         assert info["fit_on"] == fit_on and info["monotone"] is True
@@ -143,28 +143,34 @@ def test_a_meta_learner_from_an_older_version_is_an_error_that_says_what_to_re_r
         meta_logit(old, np.zeros((1, 2)))
 
 
-def test_a_meta_learner_pickled_before_the_package_moved_still_loads(tmp_path, monkeypatch):
-    """meta.pkl files name the stacker's class by module: lensfinder.stacking before the
-    package was grouped by stage. They load, and score as they did."""
-    import sys
-
-    import lensfinder.ranking.stacking as stacking
+def test_the_meta_learner_round_trips_through_npz_and_a_pickle_is_refused_unrun(tmp_path):
+    """meta.npz holds NumPy arrays only and scores exactly as the fitted stacker; an older
+    meta.pkl (a pickle, which could run code) is refused with the rule to re-run."""
     from lensfinder.ranking.ensemble import apply_meta, load_meta
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 2))
     y = (x.sum(axis=1) + rng.normal(scale=0.5, size=60) > 0).astype(int)
-    meta = {"model": fit_meta_learner(x, y, hidden=8), "inputs": ["a", "b"]}
-    monkeypatch.setitem(sys.modules, "lensfinder.stacking", stacking)
-    monkeypatch.setattr(stacking.MonotoneStacker, "__module__", "lensfinder.stacking")
-    data = pickle.dumps(meta)
-    assert b"lensfinder.stacking" in data and b"lensfinder.ranking.stacking" not in data
-    monkeypatch.undo()
-    assert "lensfinder.stacking" not in sys.modules
-    (tmp_path / "meta.pkl").write_bytes(data)
-    loaded = load_meta(tmp_path / "meta.pkl")
+    model = fit_meta_learner(x, y, hidden=8)
+    save_meta(model, ["a", "b"], tmp_path / "meta.npz")
+    loaded = load_meta(tmp_path / "meta.npz")
     frame = pd.DataFrame(x, columns=["a", "b"])
-    assert np.array_equal(apply_meta(loaded, frame), apply_meta(meta, frame))
+    assert loaded["inputs"] == ["a", "b"]
+    assert np.array_equal(apply_meta(loaded, frame), apply_meta({"model": model, "inputs": ["a", "b"]}, frame))
+    assert (loaded["model"].n_iter_, loaded["model"].loss_) == (model.n_iter_, model.loss_)
+    marker = tmp_path / "the-payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "meta.pkl").write_bytes(pickle.dumps({"model": Payload(), "inputs": ["a", "b"]}))
+    with pytest.raises(LensfinderError, match=r"meta.pkl cannot be read .* without pickle.*forcerun ensemble"):
+        load_meta(tmp_path / "meta.pkl")
+    assert not marker.exists()
+    np.savez(tmp_path / "other.npz", inputs=np.array(["a"]))
+    with pytest.raises(LensfinderError, match="not a lensfinder meta-learner"):
+        load_meta(tmp_path / "other.npz")
 
 
 def test_top_n_metrics_at_a_realistic_ratio():
@@ -200,8 +206,7 @@ def ranking_inputs(tmp_path):
     y = (rng.random(2000) < 0.3).astype(int)
     x = logit(np.clip(np.stack([y * 0.6 + rng.random(2000) * 0.4, y * 0.6 + rng.random(2000) * 0.4], 1), 1e-3,
                       1 - 1e-3))
-    with open(tmp_path / "meta.pkl", "wb") as fh:
-        pickle.dump({"model": fit_meta_learner(x, y), "inputs": ["a", "b"]}, fh)
+    save_meta(fit_meta_learner(x, y), ["a", "b"], tmp_path / "meta.npz")
     pd.DataFrame({"name": ["known-2"], "ra": [ra[2]], "dec": [dec[2]], "grade": ["A"]}).to_csv(tmp_path / "known.csv", index=False)
     writer = ShardWriter(tmp_path / "shards", 21, "dr10")
     for i in range(n):
@@ -225,7 +230,7 @@ def _rank(d, cfg, out, catalogs=None, sweeps=None, keep=None):
             s = pd.read_parquet(d / f"scores_{m}.parquet")
             s.iloc[rows].to_parquet(sub / f"scores_{m}.parquet")
         shortlist_batch([name], {m: [sub / f"scores_{m}.parquet"] for m in ("a", "b")}, [sub / "objects.parquet"],
-                        d / "meta.pkl", keep or cfg, sub / "shortlist.parquet")
+                        d / "meta.npz", keep or cfg, sub / "shortlist.parquet")
         paths.append(sub / "shortlist.parquet")
     catalogs = catalogs if catalogs is not None else [{"path": str(d / "known.csv")}]
     return rank(paths, [d / "shards/manifest.json"] * len(paths), catalogs, cfg, d / out)  # every sweep's in one set
@@ -300,7 +305,7 @@ def test_duplicate_keys_in_a_score_file_are_an_error_naming_it(ranking_inputs):
     pd.concat([s, s.iloc[[3]]]).to_parquet(d / "scores_b.parquet")
     with pytest.raises(LensfinderError, match=r"scores_b.parquet holds 1 duplicate key.*\[\[10000, 7, 3\], \[10000, 7, 3\]\]"):
         combine_scores({"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"],
-                       d / "meta.pkl")
+                       d / "meta.npz")
     # the same key in two sweeps' shortlists
     with pytest.raises(LensfinderError, match=r"shortlists hold the same key in two sweeps, e\.g\. \[\[10000, 7, 0\]"):
         _rank(d, RankConfig(), "dup", sweeps={"sweep-150p000-155p005": [0, 1, 2], "sweep-155p000-160p005": [0, 4]})
@@ -351,7 +356,7 @@ def test_a_cut_below_what_a_sweep_dropped_is_an_error_naming_the_sweep(ranking_i
     floor = RankConfig(keep_top_per_sweep=0, keep_above_score=0.5)
     summary = _rank(d, RankConfig(select="threshold", value=0.6), "floor", sweeps=sweeps, keep=floor)
     whole = combine_scores({"a": [d / "scores_a.parquet"], "b": [d / "scores_b.parquet"]}, [d / "objects.parquet"],
-                           d / "meta.pkl").dropna(subset=["LOGIT_ENSEMBLE"])
+                           d / "meta.npz").dropna(subset=["LOGIT_ENSEMBLE"])
     assert summary["selected"] == len(select(whole, RankConfig(select="threshold", value=0.6)))
     p = expit(whole["LOGIT_ENSEMBLE"].to_numpy())
     best_dropped = p[p < 0.5].max()  # a cut at or below it needs an object the floor dropped

@@ -1,7 +1,6 @@
 """The evaluation stage: never-seen objects only, figures at the sky's lens density."""
 
 import json
-import pickle
 
 import numpy as np
 import pandas as pd
@@ -9,7 +8,7 @@ import pytest
 
 from lensfinder.evaluation.never_seen import EvaluationConfig, evaluate_run
 from lensfinder.metrics import purity_at_density
-from lensfinder.ranking.ensemble import fit_meta_learner
+from lensfinder.ranking.ensemble import fit_meta_learner, save_meta
 
 KEY = ["RELEASE", "BRICKID", "OBJID"]
 
@@ -39,8 +38,7 @@ def run_outputs(tmp_path):
             tmp_path / f"{name}.parquet")
     y = (rng.random(2000) < 0.2).astype(int)
     x = np.stack([np.where(y, 4.0, -4.0) + rng.normal(0, 1, 2000), rng.normal(0, 1, 2000)], 1)
-    with open(tmp_path / "meta.pkl", "wb") as fh:
-        pickle.dump({"model": fit_meta_learner(x, y, hidden=16), "inputs": ["good", "noise"]}, fh)
+    save_meta(fit_meta_learner(x, y, hidden=16), ["good", "noise"], tmp_path / "meta.npz")
     objects[used][KEY].assign(LABEL=lens[used].astype(int), SPLIT="train").to_parquet(tmp_path / "labels.parquet")
     pd.DataFrame({"release": 10000, "brickid": 5, "objid": objid[lens],
                   "theta_e": np.where(objid[lens] % 20 == 0, 1.2, 2.2), "catalogued": False}).to_csv(
@@ -52,7 +50,7 @@ def run_outputs(tmp_path):
 def run(d, **cfg):
     cfg = EvaluationConfig(truth=str(d / "truth.csv"), theta_e_bins=[1.0, 2.0, 3.0], **cfg)
     return evaluate_run({"good": [d / "good.parquet"], "noise": [d / "noise.parquet"]}, [d / "objects.parquet"],
-                        d / "meta.pkl", d / "labels.parquet", d / "summary.json", cfg, d / "out")
+                        d / "meta.npz", d / "labels.parquet", d / "summary.json", cfg, d / "out")
 
 
 def test_only_never_seen_objects_are_measured(run_outputs):

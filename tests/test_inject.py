@@ -347,7 +347,7 @@ def test_no_deflector_gives_an_empty_selection_function_and_says_so(tiny_shards,
     for m in ("good", "noise"):
         empty.to_parquet(tmp_path / f"{m}.parquet")
     s = selection_function(tmp_path / "x/manifest.json", {m: tmp_path / f"{m}.parquet" for m in ("good", "noise")},
-                           d / "meta.pkl", d / "rank.json", cfg, tmp_path / "sf")
+                           d / "meta.npz", d / "rank.json", cfg, tmp_path / "sf")
     cells = pd.read_csv(tmp_path / "sf/completeness.csv")
     assert s["n_injected"] == 0 and len(cells) == 4 and (cells["n_injected"] == 0).all()
 
@@ -365,9 +365,8 @@ def test_bad_prior_names_the_key():
 def _fake_scored_set(tmp_path, n_per_cell=40):
     """An injection index on a 2 x 2 grid whose 'good' model scores rise with theta_E and
     fall with magnitude, a noise model, and a meta-learner fit on them."""
-    import pickle
 
-    from lensfinder.ranking.ensemble import fit_meta_learner
+    from lensfinder.ranking.ensemble import fit_meta_learner, save_meta
 
     rng = np.random.default_rng(0)
     rows = []
@@ -389,8 +388,7 @@ def _fake_scored_set(tmp_path, n_per_cell=40):
             tmp_path / f"{name}.parquet")
     y = (rng.random(2000) < 0.3).astype(int)
     x = np.stack([np.where(y, 3.0, -3.0) + rng.normal(0, 1, 2000), rng.normal(0, 1, 2000)], 1)
-    with open(tmp_path / "meta.pkl", "wb") as fh:
-        pickle.dump({"model": fit_meta_learner(x, y, hidden=8), "inputs": ["good", "noise"]}, fh)
+    save_meta(fit_meta_learner(x, y, hidden=8), ["good", "noise"], tmp_path / "meta.npz")
     (tmp_path / "rank.json").write_text(json.dumps({"cut_logit_ensemble": 0.0, "selection": {"mode": "top_n"}}))
     return tmp_path
 
@@ -402,7 +400,7 @@ def test_completeness_counts_add_up_and_follow_the_scores(tmp_path):
     cfg = InjectionConfig(grid={"theta_e_bins": [1.0, 2.0, 3.0], "source_mag_bins": [20.0, 22.0, 24.0],
                                 "snr_bins": [0, 10, 100]})
     s = selection_function(d / "inj/manifest.json", {"good": d / "good.parquet", "noise": d / "noise.parquet"},
-                           d / "meta.pkl", d / "rank.json", cfg, d / "sf")
+                           d / "meta.npz", d / "rank.json", cfg, d / "sf")
     cells = pd.read_csv(d / "sf/completeness.csv")
     assert list(cells.columns) == ["theta_e_lo", "theta_e_hi", "mag_lo", "mag_hi", "n_injected", "n_recovered",
                                    "completeness", "ci_lo", "ci_hi"]

@@ -105,7 +105,7 @@ def test_too_few_validation_lenses_for_the_meta_learner_stop_the_trainset_rule(t
     cfg["ensemble"]["fit_on"] = "validation"
     cfg["trainset"]["validation_fraction"] = 0.1
     work = make_workdir(tmp_path, cfg)
-    proc = run_snakemake(work, "results/mock/ensemble/meta.pkl", check=False)
+    proc = run_snakemake(work, "results/mock/ensemble/meta.npz", check=False)
     assert proc.returncode != 0
     assert "lensfinder error in rule trainset: ensemble.fit_on: validation needs at least 2 lenses" in proc.stdout
     assert "trainset.validation_fraction" in proc.stdout and "ensemble.fit_on: training" in proc.stdout
@@ -215,7 +215,7 @@ def test_per_sweep_shortlists_leave_the_recommendations_unchanged(tiny_run, tmp_
         for sweep in SWEEPS:
             path = tmp_path / out / f"{sweep}.parquet"
             shortlist_batch([sweep], {m: [res / f"scores/{m}/{sweep}.parquet"] for m in ("resnet", "shielded")},
-                            [res / f"objects/{sweep}.parquet"], res / "ensemble/meta.pkl", keep, path)
+                            [res / f"objects/{sweep}.parquet"], res / "ensemble/meta.npz", keep, path)
             paths.append(path)
         summary = rank(paths, manifests, cfg["lens_catalogs"], select, tmp_path / out)
         return summary, pd.read_parquet(tmp_path / out / "recommendations.parquet")

@@ -5,7 +5,7 @@ rule evaluate:
     input:
         unpack(model_scores),
         objects=expand(f"{RESULTS}/objects/{{sweep}}.parquet", sweep=SWEEPS),
-        meta=f"{RESULTS}/ensemble/meta.pkl",
+        meta=f"{RESULTS}/ensemble/meta.npz",
         labels=f"{RESULTS}/trainset/labels.parquet",
         rank_summary=f"{RESULTS}/recommendations/summary.json",
         recommendations=f"{RESULTS}/recommendations/recommendations.parquet",

@@ -6,7 +6,7 @@ rule ensemble:
     input:
         unpack(model_trainset_inputs),
     output:
-        meta=f"{RESULTS}/ensemble/meta.pkl",
+        meta=f"{RESULTS}/ensemble/meta.npz",
         info=f"{RESULTS}/ensemble/meta.json",
         evaluation=report(f"{RESULTS}/ensemble/evaluation.csv", caption="../report/ensemble_table.rst",
                           category="4. Ensemble"),
@@ -26,7 +26,7 @@ rule shortlist:
     input:
         unpack(batch_model_scores),
         objects=batch_files(f"{RESULTS}/objects/{{sweep}}.parquet"),
-        meta=f"{RESULTS}/ensemble/meta.pkl",
+        meta=f"{RESULTS}/ensemble/meta.npz",
     output:
         parquet=f"{RESULTS}/ensemble/shortlists/{{batch}}.parquet",
         info=f"{RESULTS}/ensemble/shortlists/{{batch}}.json",

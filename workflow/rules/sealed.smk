@@ -120,7 +120,7 @@ rule sealed_measure:
         injections=rules.sealed_inject.output.manifest,
         baseline=rules.sealed_baseline.output.scores,
         objects=rules.sealed_survey.output.objects,
-        meta=f"{RESULTS}/ensemble/meta.pkl",
+        meta=f"{RESULTS}/ensemble/meta.npz",
         truth=rules.sealed_survey.output.truth,
         lookalikes=rules.sealed_survey.output.lookalikes,
         summary=rules.sealed_survey.output.summary,

@@ -7,7 +7,7 @@ rule selection_function:
     input:
         unpack(injection_scores),
         manifest=f"{RESULTS}/injections/manifest.json",
-        meta=f"{RESULTS}/ensemble/meta.pkl",
+        meta=f"{RESULTS}/ensemble/meta.npz",
         rank_summary=f"{RESULTS}/recommendations/summary.json",
     output:
         completeness=report(f"{RESULTS}/selection_function/completeness.csv",

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +147,7 @@ def build_ensemble(score_paths: dict, checkpoints: dict, out_dir, hidden=300, to
         columns["meta-learner"] = meta_logit(meta, x_val)
     table = evaluate(y_val, columns, top_n, sky_ratio)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "meta.pkl") as tmp:
-        with open(tmp, "wb") as fh:
-            pickle.dump({"model": meta, "inputs": names}, fh)
+    save_meta(meta, names, out_dir / "meta.npz")
     info = {"inputs": names, "features": "logit", "hidden_units": hidden, "monotone": True, "fit_on": fit_on,
             "meta_learner_figures": f"out-of-fold, {cv_folds} folds of the validation split" if fit_on == "validation"
             else "fit on the training split, scored on the validation split",
@@ -175,20 +172,34 @@ def build_ensemble(score_paths: dict, checkpoints: dict, out_dir, hidden=300, to
     return table
 
 
-class _MetaUnpickler(pickle.Unpickler):
-    """Reads ``meta.pkl`` files written before the package was grouped by stage, when the
-    stacker lived in ``lensfinder.stacking``."""
+META_FORMAT = "lensfinder-stacker-1"
 
-    MOVED = {"lensfinder.stacking": "lensfinder.ranking.stacking"}
 
-    def find_class(self, module, name):
-        return super().find_class(self.MOVED.get(module, module), name)
+def save_meta(model: MonotoneStacker, inputs, path) -> None:
+    """The meta-learner as ``meta.npz``: the stacker's arrays, its base models' names and a
+    format tag; NumPy arrays only, so it loads without pickle."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, format=np.array(META_FORMAT), inputs=np.array(list(inputs), dtype=str), **model.to_arrays())
 
 
 def load_meta(path):
-    """The meta-learner of ``meta.pkl``: {"model": the stacker, "inputs": base model names}."""
-    with open(path, "rb") as fh:
-        return _MetaUnpickler(fh).load()
+    """The meta-learner of ``meta.npz``: {"model": the stacker, "inputs": base model names}.
+    Read with ``allow_pickle=False``: a file that needs pickle (e.g. an older ``meta.pkl``)
+    is refused, never run."""
+    path = Path(path)
+    if not path.exists():
+        raise LensfinderError(f"meta-learner {path} does not exist: run the ensemble rule")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "format" not in data.files or str(data["format"]) != META_FORMAT:
+                raise LensfinderError(f"{path} is not a lensfinder meta-learner (no {META_FORMAT!r} tag): "
+                                      "re-run the ensemble rule (snakemake --forcerun ensemble)")
+            return {"model": MonotoneStacker.from_arrays(data), "inputs": [str(v) for v in data["inputs"]]}
+    except (ValueError, OSError) as err:  # a pickle, or not an .npz at all
+        raise LensfinderError(f"{path} cannot be read as the meta-learner's .npz without pickle ({err}): it is not "
+                              "loaded, as a pickle could run code; re-run the ensemble rule "
+                              "(snakemake --forcerun ensemble)") from err
 
 
 def apply_meta(meta, logits: pd.DataFrame) -> np.ndarray:
