@@ -507,12 +507,20 @@ def test_linear_probe_fits_on_frozen_representations_and_writes_the_networks_for
     assert len(scores) == 64 and set(scores.SWEEP) == set(pd.read_parquet(out / "sweep.parquet").SWEEP)
     assert scores[list(KEY)].equals(pd.read_parquet(out / "sweep.parquet")[list(KEY)])
     # the probe's score of an object is the same from the sweep and from a direct call
-    import pickle
+    from lensfinder.embed.probe import load_probe, probe_logit
+    from lensfinder.files import sha256
 
-    from lensfinder.embed.probe import probe_logit
+    probe = load_probe(tmp_path / "probe/probe.npz")
+    assert np.allclose(scores.logit, probe_logit(probe["model"], np.load(out / "sweep.npy").astype(np.float32)))
+    assert probe["encoder_sha256"] == sha256(pretrained / "encoder.pt") and probe["C"] == info["C"]
+    # the stored arrays give exactly the scikit-learn pipeline's decision function
+    from lensfinder.embed.probe import LinearProbe, fit_probe
 
-    model = pickle.loads((tmp_path / "probe/probe.pkl").read_bytes())["model"]
-    assert np.allclose(scores.logit, probe_logit(model, np.load(out / "sweep.npy").astype(np.float32)))
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(80, 5)), np.repeat([0, 1], 40)
+    x[y == 1] += 0.7
+    pipe, _ = fit_probe(x, y, ProbeConfig(C=0.5))
+    assert np.allclose(LinearProbe.from_pipeline(pipe).decision_function(x), pipe.decision_function(x), atol=1e-10)
 
 
 # ----------------------------------------------------------------------------- the rules
@@ -597,7 +605,7 @@ def test_the_probe_joins_the_meta_learner_as_one_more_base_model(tiny_run, tmp_p
     assert not ran & {"train", "infer", "pretrain", "embed", "probe", "inject", "infer_injections"}, ran
     res = work / "results/mock"
     meta = json.loads((res / "ensemble/meta.json").read_text())
-    assert meta["inputs"] == ["resnet", "shielded", "probe"] and meta["checkpoints"]["probe"]["path"].endswith("probe.pkl")
+    assert meta["inputs"] == ["resnet", "shielded", "probe"] and meta["checkpoints"]["probe"]["path"].endswith("probe.npz")
     evaluation = pd.read_csv(res / "ensemble/evaluation.csv")
     assert list(evaluation.scorer) == ["resnet", "shielded", "probe", "mean", "meta-learner"]
     metrics = json.loads((res / "evaluation/metrics.json").read_text())

@@ -97,7 +97,7 @@ def model_trainset_inputs(wildcards):
     for m in MODELS:
         where = f"{EMBED}/probe" if m == "probe" else f"{RESULTS}/models/{m}"
         files[f"scores_{m}"] = f"{where}/trainset_scores.parquet"
-        files[f"checkpoint_{m}"] = f"{where}/probe.pkl" if m == "probe" else f"{where}/best.pt"
+        files[f"checkpoint_{m}"] = f"{where}/probe.npz" if m == "probe" else f"{where}/best.pt"
     return files
 
 

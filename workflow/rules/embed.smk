@@ -116,7 +116,7 @@ rule probe:
         vectors=expand(f"{EMBED}/representations/{{batch}}.npy", batch=BATCHES),
         index=expand(f"{EMBED}/representations/{{batch}}.parquet", batch=BATCHES),
     output:
-        model=f"{EMBED}/probe/probe.pkl",
+        model=f"{EMBED}/probe/probe.npz",
         info=f"{EMBED}/probe/probe.json",
         trainset_scores=f"{EMBED}/probe/trainset_scores.parquet",
         scores=expand(f"{EMBED}/probe/scores/{{batch}}.parquet", batch=BATCHES),
@@ -181,7 +181,7 @@ rule probe_injections:  # only when embed.probe.in_ensemble: the probe scores th
     input:
         manifest=f"{RESULTS}/injections/manifest.json",
         encoder=f"{EMBED}/encoder/encoder.pt",
-        probe=f"{EMBED}/probe/probe.pkl",
+        probe=f"{EMBED}/probe/probe.npz",
     output:
         f"{RESULTS}/injections/scores/probe.parquet",
     log:

@@ -18,7 +18,6 @@ the logit (the decision function), never the probability.
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -37,6 +36,7 @@ from lensfinder.ranking.ensemble import evaluate
 from lensfinder.settings import Settings
 
 SCORE_BLOCK = 100_000  # rows scored at once
+PROBE_FORMAT = "lensfinder-probe-1"
 
 
 @dataclass
@@ -75,6 +75,50 @@ def fit_probe(features, labels, cfg: ProbeConfig, seed: int = 0):
     return search.best_estimator_, float(search.best_params_["logisticregression__C"])
 
 
+@dataclass
+class LinearProbe:
+    """The fitted probe as arrays: standardisation (``mean``, ``scale``) then a linear map
+    (``coef``, ``intercept``), the decision function of the scikit-learn pipeline it came
+    from. Stored as ``probe.npz``, read without pickle."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def from_pipeline(cls, pipe) -> "LinearProbe":
+        scaler, logistic = pipe.steps[0][1], pipe.steps[-1][1]
+        return cls(np.asarray(scaler.mean_, np.float64), np.asarray(scaler.scale_, np.float64),
+                   np.asarray(logistic.coef_[0], np.float64), float(logistic.intercept_[0]))
+
+    def decision_function(self, features) -> np.ndarray:
+        return ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
+
+
+def save_probe(probe: LinearProbe, path, **info) -> None:
+    """``probe.npz``: the probe's arrays, ``info`` (C, encoder, encoder_sha256) and a format tag."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, format=np.array(PROBE_FORMAT), mean=probe.mean, scale=probe.scale, coef=probe.coef,
+                     intercept=np.array(probe.intercept), **{k: np.array(v) for k, v in info.items()})
+
+
+def load_probe(path) -> dict:
+    """{"model": LinearProbe, "C", "encoder", "encoder_sha256"} of a ``probe.npz``, read with
+    ``allow_pickle=False`` (a pickle, such as an older ``probe.pkl``, is refused unrun)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "format" not in data.files or str(data["format"]) != PROBE_FORMAT:
+                raise LensfinderError(f"{path} is not a lensfinder probe: re-run the probe rule")
+            model = LinearProbe(data["mean"], data["scale"], data["coef"], float(data["intercept"]))
+            return {"model": model, "C": float(data["C"]), "encoder": str(data["encoder"]),
+                    "encoder_sha256": str(data["encoder_sha256"])}
+    except (ValueError, OSError) as err:
+        raise LensfinderError(f"{path} cannot be read as the probe's .npz without pickle ({err}): re-run the "
+                              "probe rule (snakemake --forcerun probe)") from err
+
+
 def probe_logit(model, features) -> np.ndarray:
     """The probe's ranking score: its decision function (log-odds), float32."""
     return model.decision_function(np.asarray(features, dtype=np.float64)).astype(np.float32)
@@ -96,7 +140,8 @@ def run_probe(trainset_dir, encoder_path, representations, score_paths, cfg: Pro
     check_splits(labels, trainset_dir)  # as the networks: both classes in both splits, or a clear error
     train, val = (labels["SPLIT"] == "train").to_numpy(), (labels["SPLIT"] == "val").to_numpy()
     y = labels["LABEL"].to_numpy().astype(int)
-    model, c = fit_probe(reps[train], y[train], cfg)
+    pipe, c = fit_probe(reps[train], y[train], cfg)
+    model = LinearProbe.from_pipeline(pipe)
     logits = probe_logit(model, reps)
     table = evaluate(y[val], {"probe": logits[val].astype(np.float64)}, cfg.top_n, cfg.sky_ratio)
     scores = labels[[*KEY, "LABEL", "SPLIT", "ROW"]].copy()
@@ -106,13 +151,11 @@ def run_probe(trainset_dir, encoder_path, representations, score_paths, cfg: Pro
     with atomic_path(out_dir / "trainset_scores.parquet") as tmp:
         scores.to_parquet(tmp, index=False)
     encoder_sha = sha256(encoder_path)
-    with atomic_path(out_dir / "probe.pkl") as tmp:
-        with open(tmp, "wb") as fh:
-            pickle.dump({"model": model, "C": c, "encoder": str(encoder_path), "encoder_sha256": encoder_sha}, fh)
+    save_probe(model, out_dir / "probe.npz", C=c, encoder=str(encoder_path), encoder_sha256=encoder_sha)
     rows = 0
     for (npy, idx), out in zip(representations, score_paths):
         vectors, index = read_representations(npy, idx)
-        _write_scores(model, vectors, index, out, out_dir / "probe.pkl", encoder_sha)
+        _write_scores(model, vectors, index, out, out_dir / "probe.npz", encoder_sha)
         rows += len(index)
     info = {"C": c, "C_chosen_by": "fixed" if cfg.C is not None else f"{cfg.cv}-fold cross-validated AUC on the training split",
             "config": asdict(cfg), "dim": int(reps.shape[1]), "n_train": int(train.sum()), "n_val": int(val.sum()),
@@ -153,8 +196,7 @@ def score_shards(manifest_path, encoder_path, probe_path, out_path, batch_size=5
     the networks' format, so the meta-learner takes the probe as one more base model."""
     import tempfile
 
-    with open(probe_path, "rb") as fh:
-        probe = pickle.load(fh)
+    probe = load_probe(probe_path)
     encoder_sha = sha256(encoder_path)
     if probe["encoder_sha256"] != encoder_sha:
         raise LensfinderError(f"{probe_path} was fitted on the representations of another encoder than {encoder_path}: "
