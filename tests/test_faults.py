@@ -1,6 +1,7 @@
 """Faults a 1,400-sweep run meets: empty sweeps, missing and damaged coadds, NaN pixels,
 saturated stars. Each becomes an accounted reject or flag; the run goes on; counts add up."""
 
+from pathlib import Path
 
 import fitsio
 import numpy as np
@@ -180,3 +181,42 @@ def test_the_workflow_runs_through_every_fault_and_accounts_for_every_object(fau
     assert len(pd.read_parquet(res / f"scores/resnet/{SWEEP_EMPTY}.parquet")) == 0
     recs = pd.read_parquet(res / "recommendations/recommendations.parquet")
     assert table.loc["total"].recommended == len(recs) > 0
+
+
+def test_an_unreadable_neighbouring_coadd_is_named_in_the_manifest(tmp_path):
+    """A cutout near a brick's edge takes pixels from the neighbouring brick; when that
+    brick's coadd cannot be read, the cutout is still written, its lost pixels counted as
+    missing, flagged FLAG_NEIGHBOUR_UNREADABLE, and the manifest names the file and error."""
+    from lensfinder.cutouts.shards import FLAG_NEIGHBOUR_UNREADABLE
+
+    root = tmp_path / "mock"
+    files = write_mock_survey(root, MockConfig(**TINY_MOCK), progress=False)
+    tree = SurveyTree(root)
+    objects = []
+    for sweep in files["sweeps"]:
+        stem = Path(sweep).name.removesuffix(".fits")
+        select_sweep(sweep, tmp_path / f"{stem}.parquet", tmp_path / f"{stem}.csv", SelectionConfig(), progress=False)
+        objects.append((stem, pd.read_parquet(tmp_path / f"{stem}.parquet")))
+    bricks = sorted({b for _, o in objects for b in o.BRICKNAME})
+    assert len(bricks) == 2
+    damaged = tree.coadd_path(bricks[1], "g")
+    damaged.write_bytes(b"this is not a FITS file " * 200)
+    flagged, notes, failures, written = 0, [], [], 0
+    for stem, o in objects:
+        m = extract_sweep(tmp_path / f"{stem}.parquet", tmp_path / stem, tree, size=401, progress=False)
+        index = ShardSet(tmp_path / stem / "manifest.json").index
+        hit = index[(index.FLAGS & FLAG_NEIGHBOUR_UNREADABLE) > 0]
+        flagged += len(hit)
+        written += m["counts"]["written"]
+        notes += m["notes"]
+        failures.append(pd.read_parquet(tmp_path / stem / "failures.parquet"))
+        assert (hit.FRAC_MISSING_G > 0).all()  # the neighbour's pixels are missing, not made up
+        assert sorted(hit.OBJID) == sorted(n["OBJID"] for n in m["notes"])
+    fails = pd.concat(failures)
+    home = sum(int((o.BRICKNAME == bricks[1]).sum()) for _, o in objects)
+    # objects on the damaged brick fail outright; objects of the other brick near the shared edge keep
+    # their cutouts with the flag and a note; nothing is lost
+    assert (fails.reason == "brick_file_unreadable").sum() == home
+    assert flagged > 0 and len(notes) == flagged
+    assert all(n["reason"] == "neighbour_unreadable" and str(damaged) in n["detail"] for n in notes)
+    assert written + len(fails) == sum(len(o) for _, o in objects)

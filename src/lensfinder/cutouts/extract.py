@@ -39,6 +39,7 @@ from lensfinder.constants import BANDS, KEY, PIXSCALE, REGION_LABELS
 from lensfinder.cutouts.shards import (
     FLAG_FROM_NEIGHBOURS,
     FLAG_MISSING_PIXELS,
+    FLAG_NEIGHBOUR_UNREADABLE,
     FLAG_RECENTRED,
     FLAG_SATURATED,
     FP16_MAX,
@@ -231,7 +232,8 @@ class CutoutExtractor:
     def cutout(self, ra: float, dec: float, brickname: str):
         """One cutout: returns (cube float32 (3, S, S), info dict) or (None, reason); for an
         unreadable coadd the reason is ``brick_file_unreadable`` and ``self.last_detail``
-        names the file and band."""
+        names the file and band. A cutout written although a neighbouring coadd it needed
+        was unreadable carries ``FLAG_NEIGHBOUR_UNREADABLE`` and ``last_detail`` says which."""
         self.last_detail = ""
         try:
             return self._cutout(ra, dec, brickname)
@@ -264,11 +266,14 @@ class CutoutExtractor:
         xc, yc = int(round(x)), int(round(y))
         x0, y0 = xc - self.size // 2 - pad, yc - self.size // 2 - pad
         cube, have = home.section(x0, y0, n)
-        flags = 0
+        flags, neighbour_note = 0, ""
         if not have.all():
-            filled = self._fill_from_neighbours(home, cube, have, x0, y0)
+            filled, unreadable = self._fill_from_neighbours(home, cube, have, x0, y0)
             if filled:
                 flags |= FLAG_FROM_NEIGHBOURS
+            if unreadable:
+                flags |= FLAG_NEIGHBOUR_UNREADABLE
+                neighbour_note = "neighbouring coadd unreadable, its pixels left missing: " + "; ".join(unreadable)
         dx, dy = x - xc, y - yc
         if self.recentre:
             cube = lanczos_shift(cube, dx, dy).astype(np.float32)
@@ -279,18 +284,25 @@ class CutoutExtractor:
         if cube is None:
             self.last_detail = detail
             return None, "mostly_empty"
+        self.last_detail = neighbour_note
         return cube, {"CENTER_DX": dx, "CENTER_DY": dy, "FLAGS": flags | more,
                       **{f"FRAC_MISSING_{b.upper()}": float(f) for b, f in zip(BANDS, frac_missing)}}
 
-    def _fill_from_neighbours(self, home: BrickImages, cube, have, x0, y0) -> bool:
-        """Resample the pixels outside the home image from the bricks that cover them."""
+    def _fill_from_neighbours(self, home: BrickImages, cube, have, x0, y0) -> tuple[bool, list[str]]:
+        """Resample the pixels outside the home image from the bricks that cover them.
+        Returns (anything filled, the unreadable neighbours' details). A neighbour without
+        files is no problem (the survey's edge: its pixels are missing and flagged so); one
+        whose files exist but cannot be read is reported."""
         yy, xx = np.nonzero(~have)
         ra, dec = home.wcs.all_pix2world(xx + x0, yy + y0, 0)
         owners = self.grid.lookup(ra, dec)["BRICKNAME"]
-        filled = False
+        filled, unreadable = False, []
         for name in np.unique(owners):
-            other = self.brick(name.decode())
+            other = self._open(name.decode())
             self._seen.add(name.decode())
+            if isinstance(other, UnreadableCoadd):
+                unreadable.append(other.detail)
+                continue
             if other is None or other.name == home.name:
                 continue
             sel = owners == name
@@ -308,7 +320,7 @@ class CutoutExtractor:
                 if b == 0:
                     have[yy[sel][inside], xx[sel][inside]] = True
             filled = filled or ok_any
-        return filled
+        return filled, unreadable
 
 
 _EXTRACTOR = None  # one per process: each worker opens its own files
@@ -365,6 +377,8 @@ def _write(results, writer: ShardWriter, bar):
                 writer.fail(rec, info, detail)
             else:
                 writer.add(cube, {**rec, **info})
+                if detail:
+                    writer.note(rec, "neighbour_unreadable", detail)
         bar.update(len(brick))
 
 

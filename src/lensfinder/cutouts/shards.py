@@ -34,6 +34,8 @@ FLAG_MISSING_PIXELS = 1  # some pixels had no data anywhere (set to 0)
 FLAG_FROM_NEIGHBOURS = 2  # part of the cutout was resampled from neighbouring bricks
 FLAG_RECENTRED = 4  # Lanczos-3 resampled so the object sits on the centre pixel
 FLAG_SATURATED = 8  # some pixel was beyond the float16 range (|x| > 65504 nanomaggies) and clipped
+FLAG_NEIGHBOUR_UNREADABLE = 16  # a neighbouring coadd that covers part of the cutout could not be read
+# (those pixels are 0 and count as missing); the manifest's "notes" names the file and the error
 FP16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -93,7 +95,7 @@ class ShardWriter:
             if stale.is_file():
                 stale.unlink()
         self.size, self.release, self.max_rows, self.source = size, release, max_rows, source
-        self._images, self._rows, self.shards, self.failures = [], [], [], []
+        self._images, self._rows, self.shards, self.failures, self.notes = [], [], [], [], []
 
     def add(self, image: np.ndarray, row: dict):
         if image.shape != (3, self.size, self.size):
@@ -102,6 +104,10 @@ class ShardWriter:
         self._rows.append(row)
         if len(self._images) >= self.max_rows:
             self._flush()
+
+    def note(self, row: dict, reason: str, detail: str):
+        """Record a problem with a cutout that was still written (e.g. an unreadable neighbour)."""
+        self.notes.append({**{k: int(row[k]) for k in KEY}, "reason": reason, "detail": detail})
 
     def fail(self, row: dict, reason: str, detail: str = ""):
         self.failures.append({**row, "reason": reason, "detail": detail})
@@ -147,6 +153,8 @@ class ShardWriter:
             "source": self.source,
             "shards": self.shards,
             "counts": {"selected": n_selected, "written": written, "failed": failed},
+            # cutouts written despite a problem, each with its key, reason and detail
+            "notes": self.notes,
             **(extra or {}),
         }
         with atomic_path(self.dir / "manifest.json") as tmp:
