@@ -157,3 +157,23 @@ def test_every_rule_is_in_the_docs_table_with_its_file_script_module_and_page():
 def test_scripts_stay_thin(script):
     lines = [ln for ln in script.read_text().splitlines() if ln.strip()]
     assert len(lines) <= 22, f"{script.name} has {len(lines)} lines: move the logic into the package"
+
+
+def test_the_lock_pins_every_package_with_hashes_and_agrees_with_the_constraints_and_the_readme():
+    """requirements.lock: each entry pinned with == and at least one SHA-256; every tested
+    version in constraints.txt is the lock's; the README's set-up is what CI runs."""
+    root = Path(__file__).resolve().parents[1]
+    lock = (root / "requirements.lock").read_text()
+    entries = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", lock, re.M)
+    pinned = {name.lower().replace("_", "-"): version for name, version, _ in entries}
+    requirement_lines = [line for line in lock.splitlines() if line and not line[0].isspace() and not line.startswith("#")]
+    assert len(entries) == len(requirement_lines) > 150  # every requirement line is a hashed pin
+    assert "setuptools" in pinned  # the build backend too: --no-build-isolation uses it
+    for line in (root / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            assert pinned.get(name.lower().replace("_", "-")) == version, line
+    readme = (root / "README.md").read_text()
+    setup = re.search(r"## Set up \(one command\)\n\n```bash\n(.+)\n```", readme).group(1)
+    assert "--require-hashes -r requirements.lock" in setup
+    assert setup in (root / ".ci" / "run").read_text()
