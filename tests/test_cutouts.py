@@ -213,6 +213,13 @@ def test_shard_reader_batches_keys_and_checksums(tiny_shards, tmp_path):
         for _ in ShardSet(copy / "manifest.json").batches(batch_size=7):
             pass
     ShardSet(out / sweeps[0] / "manifest.json").verify()  # the original is untouched
+    intact = tmp_path / "intact"  # an undamaged set with a manifest from before the CRC reads cleanly
+    shutil.copytree(out / sweeps[0], intact)
+    before_crc = json.loads((intact / "manifest.json").read_text())
+    for entry in before_crc["shards"]:
+        del entry["crc32"]
+    (intact / "manifest.json").write_text(json.dumps(before_crc))
+    assert sum(len(b) for b, _ in ShardSet(intact / "manifest.json").batches(batch_size=7)) == len(shards)
     arr.unlink()
     with pytest.raises(LensfinderError, match="is missing: re-run its cutouts job"):
         ShardSet(copy / "manifest.json")

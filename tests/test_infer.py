@@ -115,7 +115,7 @@ def test_logits_come_from_a_float32_head_under_bf16_autocast(model_and_shards):
 
 def test_a_zero_filled_shard_fails_inference_by_its_checksum_and_writes_nothing(model_and_shards, tmp_path):
     """A shard whose bytes were lost (zero-filled after a crash, say) keeps its shape and
-    its name; inference must refuse it by its manifest's SHA-256 instead of scoring zeros."""
+    its name; inference must refuse it by its manifest's checksum instead of scoring zeros."""
     import shutil
 
     d, _ = model_and_shards

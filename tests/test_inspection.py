@@ -227,11 +227,12 @@ def test_written_csv_tables_keep_formulas_as_text_and_read_back_unchanged(tmp_pa
     from lensfinder.portal.inspection import grades_from_export
     from lensfinder.tables import spreadsheet_safe, write_tables
 
-    comments = ['=HYPERLINK("http://x","y")', "+1 arc", "-", "@SUM(A1)", "\tx", "plain; ok", "", "it's fine"]
+    comments = ['=HYPERLINK("http://x","y")', "+1 arc", "-", "@SUM(A1)", "\tx", "plain; ok", "", "it's fine", "'=x",
+                "'quoted'"]
     table = pd.DataFrame({"RELEASE": 10000, "BRICKID": 1, "OBJID": range(len(comments)), "COMMENTS": comments})
     write_tables(tmp_path, table, "graded")
     cells = [row["COMMENTS"] for row in csv.DictReader(open(tmp_path / "graded.csv", newline=""))]
-    assert cells == ["'" + c if c[:1] in ("=", "+", "-", "@", "\t") else c for c in comments]
+    assert cells == ["'" + c if c[:1] in ("=", "+", "-", "@", "\t", "'") else c for c in comments]
     assert pd.read_parquet(tmp_path / "graded.parquet").COMMENTS.tolist() == comments  # only the CSV changes
     export = tmp_path / "export.csv"
     pd.DataFrame({"RELEASE": 10000, "BRICKID": 1, "OBJID": range(len(comments)), "grade_ann": 3,

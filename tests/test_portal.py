@@ -401,6 +401,17 @@ def test_grades_survive_two_server_crashes_a_new_token_and_a_reranked_table(smal
         assert saved() == {(key(i), g) for i, g in enumerate((4, 3, 2, 1, 0, 4))}
         # the page fetches again the images it could not preload while the server was away
         WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.lensfinder.state.prefetching") == 0)
+        # a grade changed while the first is still in flight (the server hangs): the newer one wins
+        # and nothing behind it in the queue is dropped
+        server.proc.send_signal(signal.SIGSTOP)
+        _press(driver, "3")
+        _press(driver, "p")
+        _press(driver, "1")
+        assert driver.execute_script("return window.lensfinder.state.pending") == 1
+        server.proc.send_signal(signal.SIGCONT)
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.lensfinder.state.pending") == 0)
+        assert saved() == {(key(i), g) for i, g in enumerate((4, 3, 2, 1, 0, 4, 1))}
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.lensfinder.state.prefetching") == 0)
         server.kill(signal.SIGKILL)  # crash 2: back with a new token and the table re-ranked
         for g in (3, 3):
             _press(driver, str(g))
@@ -415,4 +426,22 @@ def test_grades_survive_two_server_crashes_a_new_token_and_a_reranked_table(smal
         close_chrome(driver)
         server.stop()
     # every grade on the object it was given to, although the ids changed with the ranking
-    assert saved() == {(key(i), g) for i, g in enumerate((4, 3, 2, 1, 0, 4, 3, 3))}
+    assert saved() == {(key(i), g) for i, g in enumerate((4, 3, 2, 1, 0, 4, 1, 3, 3))}
+
+
+def test_grades_stored_under_an_older_spelling_count_as_one_grader(tmp_path):
+    """Rows written before names were made canonical ("Ann") and after ("ann") are one
+    grader: the later grade of an object stands, for the portal and the inspection rule."""
+    import sqlite3
+
+    db = GradesDB(tmp_path / "grades.sqlite")
+    db.close()
+    with sqlite3.connect(tmp_path / "grades.sqlite") as conn:
+        conn.execute("INSERT INTO grades VALUES ('b', 1, 2, 3, 'Ann', 4, 'old', '2026-01-01T00:00:00+00:00')")
+        conn.execute("INSERT INTO grades VALUES ('b', 1, 2, 4, 'Ann', 2, '', '2026-01-01T00:00:00+00:00')")
+    db = GradesDB(tmp_path / "grades.sqlite")
+    db.set_grade("b", (1, 2, 3), "ann", 1, "new")
+    rows = db.grades("b")
+    db.close()
+    assert [(r["key"], r["inspector"], r["grade"], r["comment"]) for r in rows] == [
+        ((1, 2, 3), "ann", 1, "new"), ((1, 2, 4), "ann", 2, "")]

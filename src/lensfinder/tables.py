@@ -18,13 +18,14 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet rea
 
 def spreadsheet_safe(text):
     """Free text as a spreadsheet shows it, never runs it: a cell that starts with
-    = + - @ tab or CR gets a leading apostrophe (OWASP's rule for CSV injection)."""
-    return "'" + text if isinstance(text, str) and text.startswith(FORMULA_START) else text
+    = + - @ tab or CR gets a leading apostrophe (OWASP's rule for CSV injection); so does one
+    that starts with an apostrophe, so that ``spreadsheet_unsafe`` gives every text back."""
+    return "'" + text if isinstance(text, str) and text.startswith((*FORMULA_START, "'")) else text
 
 
 def spreadsheet_unsafe(text):
     """The inverse of ``spreadsheet_safe``, for reading back a CSV this package wrote."""
-    if isinstance(text, str) and text.startswith("'") and text[1:].startswith(FORMULA_START):
+    if isinstance(text, str) and text.startswith("'") and text[1:].startswith((*FORMULA_START, "'")):
         return text[1:]
     return text
 

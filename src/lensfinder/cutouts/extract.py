@@ -282,7 +282,7 @@ class CutoutExtractor:
             dx = dy = 0.0
         cube, more, frac_missing, detail = screen_cutout(cube, have, self.zero_is_missing, self.max_missing)
         if cube is None:
-            self.last_detail = detail
+            self.last_detail = f"{detail}; {neighbour_note}" if neighbour_note else detail
             return None, "mostly_empty"
         self.last_detail = neighbour_note
         return cube, {"CENTER_DX": dx, "CENTER_DY": dy, "FLAGS": flags | more,
@@ -309,7 +309,11 @@ class CutoutExtractor:
             u, v = other.wcs.all_world2pix(ra[sel], dec[sel], 0)
             lo_x, hi_x = int(math.floor(u.min())) - 3, int(math.ceil(u.max())) + 4
             lo_y, hi_y = int(math.floor(v.min())) - 3, int(math.ceil(v.max())) + 4
-            block, block_have = other.section(lo_x, lo_y, max(hi_x - lo_x, hi_y - lo_y))
+            try:
+                block, block_have = other.section(lo_x, lo_y, max(hi_x - lo_x, hi_y - lo_y))
+            except UnreadableCoadd as err:  # opens, but the tiles needed here do not decompress
+                unreadable.append(err.detail)
+                continue
             ok_any = False
             for b in range(3):
                 vals, ok = lanczos_sample(block[b].astype(np.float64), u - lo_x, v - lo_y)

@@ -219,7 +219,7 @@ class ShardSet:
                 self._damaged(s)
 
     def _damaged(self, shard: dict):
-        raise LensfinderError(f"shard {self.dir / shard['array']} does not match its checksum (the SHA-256 in "
+        raise LensfinderError(f"shard {self.dir / shard['array']} does not match its checksum (recorded in "
                               f"{self.manifest_path}): delete the directory and re-run its cutouts job")
 
     def __getitem__(self, i: int) -> np.ndarray:

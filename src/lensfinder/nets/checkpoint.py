@@ -2,8 +2,9 @@
 
 A checkpoint is a ``torch.save`` dict with a ``format`` tag, the spec that rebuilds the
 model and its ``state_dict``; ``restore`` checks the tag and returns the model in eval mode
-with the dict. Every checkpoint holds tensors and plain Python values only and is read with
-``torch.load(weights_only=True)``: a file handed over by someone else cannot run code here. ``load_checkpoint`` is that for the networks of the ``train`` rule.
+with the dict. Every checkpoint holds tensors and plain Python values only and is read
+with ``torch.load(weights_only=True)``: a file handed over cannot run code here.
+``load_checkpoint`` is that for the networks of the ``train`` rule.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def restore(path, fmt: str, build, device="cpu", what: str = "checkpoint", rule:
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise LensfinderError(f"{path} holds Python objects beyond tensors and plain values, which lensfinder "
-                              f"never writes; it is not loaded, as it could run code ({str(err).splitlines()[0]}). "
-                              f"Re-run the {rule} rule to write it again") from err
+        raise LensfinderError(f"{path} holds Python objects beyond tensors and plain values (lensfinder writes "
+                              "none since 2026-12-07; older checkpoints held NumPy arrays); it is not loaded, as it "
+                              f"could run code ({str(err).splitlines()[0]}). Re-run the {rule} rule to write it "
+                              "again") from err
     if not isinstance(ck, dict) or ck.get("format") != fmt:
         found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
         raise LensfinderError(f"{path} is not a lensfinder {what} (format {found!r}, expected {fmt!r})")

@@ -135,7 +135,13 @@ class RankedJob:
         path = self.out / "resume.pt"
         if not path.exists():
             return None
-        return torch.load(path, map_location=self.device, weights_only=True)
+        import pickle
+
+        try:
+            return torch.load(path, map_location=self.device, weights_only=True)
+        except pickle.UnpicklingError as err:  # e.g. written before checkpoints held tensors only
+            log.warning("%s cannot be read without pickle (%s): starting afresh", path, str(err).splitlines()[0])
+            return None
 
     def stop_if_preempted(self, resume_state, epoch: int, step: int) -> None:
         """When any rank was signalled: save ``resume_state()`` as ``resume.pt`` and exit 75."""

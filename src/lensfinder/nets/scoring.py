@@ -112,9 +112,14 @@ def load_scorer(path, device: str = "cpu"):
 
 
 def _load_model(path, device):
-    """The model of a lensfinder checkpoint, an exported program or a TorchScript file."""
+    """The model of a lensfinder checkpoint, an exported program or a TorchScript file.
+    A pickle that would run code is refused, never passed on to the other loaders; exported
+    programs and TorchScript files carry code of their own: give only files you trust."""
     try:
         return load_checkpoint(path, device)[0]
+    except LensfinderError as err:
+        if "could run code" in str(err):
+            raise
     except Exception:  # noqa: BLE001 - not a lensfinder checkpoint: try the next format
         pass
     try:

@@ -138,7 +138,7 @@ class Portal:
         rows = []
         for i in range(len(self.keys)):
             rec = self.record(i, by_cand)
-            row = {"id": i, "NAME": rec["name"], **dict(zip(KEY, self.keys[i])), "RA": rec["ra"], "DEC": rec["dec"],
+            row = {"id": i, "NAME": spreadsheet_safe(rec["name"]), **dict(zip(KEY, self.keys[i])), "RA": rec["ra"], "DEC": rec["dec"],
                    **rec["scores"], "n_graders": rec["n_graders"],
                    "mean_grade": "" if rec["mean"] is None else f"{rec['mean']:.4f}",
                    "difference": "" if rec["difference"] is None else rec["difference"],

@@ -46,10 +46,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def canonical_name(name: str) -> str:
+    """Lower case, runs of spaces as one: ``Ann`` and ``ann `` are one grader."""
+    return " ".join(name.split()).lower()
+
+
 def check_inspector(name) -> str:
-    """The inspector's canonical name: lower case, runs of spaces as one, so that ``Ann``
-    and ``ann `` are one grader. A ValueError says what is allowed."""
-    name = " ".join(name.split()).lower() if isinstance(name, str) else ""
+    """The inspector's canonical name (``canonical_name``); a ValueError says what is allowed."""
+    name = canonical_name(name) if isinstance(name, str) else ""
     if not name:
         raise ValueError("inspector is required: give your name (letters, digits, space, _ . @ -)")
     if not INSPECTOR_RE.match(name):
@@ -123,13 +127,18 @@ class GradesDB:
         return now
 
     def grades(self, batch: str) -> list[dict]:
-        """Every grade of a batch: dicts with key, inspector, grade, comment, graded_at."""
+        """Every grade of a batch: dicts with key, inspector, grade, comment, graded_at.
+        Names written before they were made canonical (``Ann``) count as their canonical
+        form (``ann``); where both graded one object, the later grade stands."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT release, brickid, objid, inspector, grade, comment, graded_at FROM grades WHERE batch = ?"
-                " ORDER BY release, brickid, objid, inspector", (batch,)).fetchall()
-        return [{"key": (r[0], r[1], r[2]), "inspector": r[3], "grade": r[4], "comment": r[5], "graded_at": r[6]}
-                for r in rows]
+                " ORDER BY release, brickid, objid, graded_at, rowid", (batch,)).fetchall()
+        latest = {}
+        for r in rows:  # in time order per object: a later grade replaces an earlier one
+            latest[(r[0], r[1], r[2], canonical_name(r[3]))] = r
+        return [{"key": (r[0], r[1], r[2]), "inspector": name, "grade": r[4], "comment": r[5], "graded_at": r[6]}
+                for (_, _, _, name), r in sorted(latest.items(), key=lambda kv: kv[0])]
 
     def batches(self) -> list[str]:
         with self._lock:

@@ -33,7 +33,7 @@ from lensfinder.errors import LensfinderError
 from lensfinder.files import atomic_path
 from lensfinder.portal.candidates import load_candidates, main_score_column
 from lensfinder.portal.consensus import consensus
-from lensfinder.portal.database import read_grades
+from lensfinder.portal.database import canonical_name, read_grades
 from lensfinder.settings import Settings
 from lensfinder.tables import spreadsheet_unsafe, write_tables
 
@@ -62,7 +62,7 @@ def grades_from_export(path) -> list[dict]:
         raise LensfinderError(f"grades export {path} lacks column(s) {missing}: give the portal's /api/export.csv")
     out = []
     for col in [c for c in frame.columns if c.startswith("grade_")]:
-        name = col.removeprefix("grade_")
+        name = canonical_name(col.removeprefix("grade_"))
         comments = frame.get(f"comment_{name}", pd.Series([""] * len(frame)))
         for row, g, comment in zip(frame[list(KEY)].itertuples(index=False), frame[col], comments):
             if g.strip() == "":

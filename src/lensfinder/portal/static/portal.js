@@ -12,8 +12,10 @@
   const PREFETCH = Number(cfg.prefetch || 4);
   const VIEWS = ["rgb", "g", "r", "z"].concat(cfg.hasContext === "true" ? ["context"] : []);
   const OUTBOX_KEY = `lensfinder.outbox.${cfg.port}.${cfg.batch}`;
+  const REFUSED_KEY = `lensfinder.refused.${cfg.port}.${cfg.batch}`;
   const state = { inspector: null, cands: [], queue: [], pos: 0, total: 0, graded: 0, gen: 0, pending: 0,
-    outbox: JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]"), refused: [], sending: false, retryMs: 0, starts: 0, prefetching: 0 };
+    outbox: JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]"),
+    refused: JSON.parse(localStorage.getItem(REFUSED_KEY) || "[]"), sending: false, retryMs: 0, starts: 0, prefetching: 0 };
   const byKey = new Map(); // "R/B/O" -> candidate
   const prefetched = new Map(); // url -> Image, kept so the decoded image stays in memory
   // timings[i] = ms from a grade/next key to the next candidate fully shown (benchmark, tests)
@@ -44,6 +46,7 @@
   // --- the outbox: every grade until the server has committed it --------------------------
   function saveOutbox() {
     localStorage.setItem(OUTBOX_KEY, JSON.stringify(state.outbox));
+    localStorage.setItem(REFUSED_KEY, JSON.stringify(state.refused)); // kept until the grader sees to them
     state.pending = state.outbox.length;
     document.body.dataset.pending = String(state.pending);
     showBanner();
@@ -78,7 +81,7 @@
             return;
           }
           if (status >= 400 && status < 500 && status !== 408 && status !== 429) { // this grade will never be accepted
-            state.outbox.shift();
+            removeFromOutbox(item);
             state.refused.push({ key: item.key, grade: item.grade, reason: err.message });
             saveOutbox();
             continue;
@@ -89,10 +92,11 @@
           return;
         }
         state.retryMs = 0;
-        state.outbox.shift();
+        removeFromOutbox(item);
         saveOutbox();
         const c = byKey.get(keyText(item.key));
-        if (c && item.inspector === state.inspector) {
+        const newer = state.outbox.some((o) => keyText(o.key) === keyText(item.key) && o.inspector === item.inspector);
+        if (c && item.inspector === state.inspector && !newer) { // a newer grade still queued is what the page shows
           Object.assign(c, res.candidate);
           state.graded = res.progress.graded;
           updateProgress();
@@ -103,6 +107,13 @@
     } finally {
       state.sending = false;
     }
+  }
+
+  // by identity: while this item was being sent, a newer grade of the same object may have
+  // replaced it in the queue, and other grades moved up
+  function removeFromOutbox(item) {
+    const i = state.outbox.indexOf(item);
+    if (i >= 0) state.outbox.splice(i, 1);
   }
 
   function scheduleRetry(ms) {
