@@ -177,3 +177,8 @@ def test_the_lock_pins_every_package_with_hashes_and_agrees_with_the_constraints
     setup = re.search(r"## Set up \(one command\)\n\n```bash\n(.+)\n```", readme).group(1)
     assert "--require-hashes -r requirements.lock" in setup
     assert setup in (root / ".ci" / "run").read_text()
+    # the rules' conda environment installs the same way (Snakemake runs the post-deploy script in it)
+    deploy = (root / "envs" / "lensfinder.post-deploy.sh").read_text()
+    for command in setup.split(" && ")[2:]:
+        assert f"\n{command}\n" in deploy, command
+    assert "pip:" not in (root / "envs" / "lensfinder.yaml").read_text()
