@@ -167,6 +167,19 @@ def test_catalogue_only_baseline_learns_colour_and_scores_every_object(tmp_path)
     assert roc_auc_score(lens[~train], scores.logit[~train]) > 0.9  # g - r tells them apart
     with pytest.raises(LensfinderError, match="SHAPE_R"):
         baseline.features(objects.drop(columns="SHAPE_R"))
+    # the model file is read through an allowlist: a pickle that would call anything else is refused unrun
+    import pickle
+
+    marker = tmp_path / "the-payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"classifier": Payload(), "features": baseline.FEATURES}))
+    with pytest.raises(LensfinderError, match=r"evil.pkl is not a baseline model .*global io.open.*could run code"):
+        baseline.score_baseline(tmp_path / "evil.pkl", [tmp_path / "objects.parquet"], tmp_path / "x.parquet")
+    assert not marker.exists() and not (tmp_path / "x.parquet").exists()
 
 
 def test_injected_recall_counts_injections_above_the_cut_and_bootstraps_over_deflectors():

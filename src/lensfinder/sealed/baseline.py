@@ -9,6 +9,9 @@ Features, from the selection's objects tables: dereddened g, r, z magnitudes [AB
 and r - z, log10 of the half-light radius SHAPE_R [arcsec], the ellipticity |e|, the
 Sersic index, and the Tractor TYPE one-hot (SER, DEV, REX, EXP). A gradient-boosted tree
 ensemble (scikit-learn) fits them; its score is the log-odds, like the networks' logits.
+The fitted model is a pickle (a tree ensemble has no plain-array form in scikit-learn); it
+is read back by an unpickler that admits only the classes such a model is made of
+(``ALLOWED``), so a file that would call anything else is refused, never run.
 """
 
 from __future__ import annotations
@@ -24,6 +27,19 @@ from lensfinder.files import atomic_path
 
 TYPES = ("SER", "DEV", "REX", "EXP")
 COLUMNS = ["MAG_G_DERED", "MAG_R_DERED", "MAG_Z_DERED", "SHAPE_R", "SHAPE_E1", "SHAPE_E2", "SERSIC", "TYPE"]
+# every global a pickled HistGradientBoostingClassifier names (scikit-learn 1.9, NumPy 2.4)
+ALLOWED = {
+    ("numpy", "dtype"), ("numpy", "ndarray"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"), ("numpy.random._pcg64", "PCG64"),
+    ("numpy.random._pickle", "__bit_generator_ctor"), ("numpy.random._pickle", "__generator_ctor"),
+    ("numpy.random.bit_generator", "SeedSequence"), ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+    ("sklearn._loss._loss", "CyHalfBinomialLoss"), ("sklearn._loss.link", "Interval"),
+    ("sklearn._loss.link", "LogitLink"), ("sklearn._loss.loss", "HalfBinomialLoss"),
+    ("sklearn.ensemble._hist_gradient_boosting.binning", "_BinMapper"),
+    ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting", "HistGradientBoostingClassifier"),
+    ("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor"),
+    ("sklearn.preprocessing._label", "LabelEncoder"),
+}
 FEATURES = ["mag_g", "mag_r", "mag_z", "g_r", "r_z", "log_shape_r", "ellipticity", "sersic", *[f"type_{t}" for t in TYPES]]
 
 
@@ -72,9 +88,27 @@ def fit_baseline(labels_path, objects_paths, out_path, seed: int = 0) -> dict:
     return {k: v for k, v in model.items() if k != "classifier"}
 
 
+class _ModelUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not part of a baseline model")
+        return super().find_class(module, name)
+
+
+def load_model(model_path) -> dict:
+    """The baseline written by ``fit_baseline``, through the allowlisting unpickler."""
+    import io
+
+    try:
+        return _ModelUnpickler(io.BytesIO(open(model_path, "rb").read())).load()
+    except pickle.UnpicklingError as err:
+        raise LensfinderError(f"{model_path} is not a baseline model this lensfinder wrote ({err}); it is not "
+                              "loaded, as it could run code: re-run its rule (sealed_baseline)") from err
+
+
 def score_baseline(model_path, objects_paths, out_path) -> int:
     """The baseline's log-odds (``logit``) for every object of the tables; keys, RA/Dec, logit."""
-    model = pickle.loads(open(model_path, "rb").read())
+    model = load_model(model_path)
     if model["features"] != FEATURES:
         raise LensfinderError(f"{model_path} was fitted on other features ({model['features']}): re-run its rule")
     objects = pd.concat([pd.read_parquet(p) for p in objects_paths], ignore_index=True)
