@@ -18,9 +18,7 @@ so a set with a manifest is complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,48 +239,41 @@ class ShardSet:
 
         Batches never span two shards, so each is one contiguous slice of a memory map.
         With ``as_torch`` the images come as a torch tensor (convert to fp32 on the device).
-        With ``verify`` (the default) each shard's bytes are checksummed as they are read
-        (its CRC-32; the SHA-256 for manifests older than the CRC) and compared with the
-        manifest's before the shard's last batch is handed out, so a damaged shard fails
-        the stage instead of being scored (cost: ``benchmarks/cutouts.py``).
+        With ``verify`` (the default) each shard's file is checksummed (its CRC-32; the
+        SHA-256 for manifests older than the CRC) and compared with the manifest's before the
+        shard's last batch is handed out, so a damaged shard fails the stage instead of being
+        scored. The checksums run on threads of their own (zlib and hashlib release the GIL),
+        up to four shards at once and ahead of the reader, beside the batches' copy and their
+        consumer (cost: ``benchmarks/host_pipeline.py``).
         """
-        for k, arr in enumerate(self.arrays):
-            entry = self.manifest["shards"][k]
-            check = None
-            if verify:
-                check = _Checksum(entry)
-                with open(self.dir / entry["array"], "rb") as fh:
-                    check.update(fh.read(arr.offset))  # the .npy header
-            for start in range(0, len(arr), batch_size):
-                block = np.array(arr[start : start + batch_size])  # one sequential read, writable
-                rows = self.index.iloc[self._offsets[k] + start : self._offsets[k] + start + len(block)]
-                if check is not None:
-                    check.update(memoryview(block).cast("B"))
-                    if start + batch_size >= len(arr) and not check.matches():
-                        self._damaged(entry)
-                if as_torch:
-                    import torch
+        import os
+        from concurrent.futures import ThreadPoolExecutor
 
-                    block = torch.from_numpy(block)
-                yield block, rows
+        ahead = min(4, len(os.sched_getaffinity(0)))  # the job's cores, not the node's
+        with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="shard-checksum") as checker:
+            checks = {}
+            for k, arr in enumerate(self.arrays):
+                if verify:
+                    for j in range(k, min(k + ahead, len(self.arrays))):
+                        if j not in checks:
+                            checks[j] = checker.submit(_checksum_matches, self.dir, self.manifest["shards"][j])
+                for start in range(0, len(arr), batch_size):
+                    block = np.array(arr[start : start + batch_size])  # one sequential read, writable
+                    rows = self.index.iloc[self._offsets[k] + start : self._offsets[k] + start + len(block)]
+                    if verify and start + batch_size >= len(arr) and not checks.pop(k).result():
+                        self._damaged(self.manifest["shards"][k])
+                    if as_torch:
+                        import torch
+
+                        block = torch.from_numpy(block)
+                    yield block, rows
 
 
-class _Checksum:
-    """The running checksum of one shard's file: CRC-32 where the manifest has one, else SHA-256."""
-
-    def __init__(self, entry: dict):
-        self.expected = entry.get("crc32") or entry["sha256"]
-        self.crc = 0 if "crc32" in entry else None
-        self.sha = None if "crc32" in entry else hashlib.sha256()
-
-    def update(self, data):
-        if self.sha is None:
-            self.crc = zlib.crc32(data, self.crc)
-        else:
-            self.sha.update(data)
-
-    def matches(self) -> bool:
-        return (f"{self.crc:08x}" if self.sha is None else self.sha.hexdigest()) == self.expected
+def _checksum_matches(directory: Path, entry: dict) -> bool:
+    """Whether a shard's array file has the manifest's CRC-32 (or, for manifests older than
+    the CRC, its SHA-256)."""
+    path = directory / entry["array"]
+    return crc32(path) == entry["crc32"] if "crc32" in entry else sha256(path) == entry["sha256"]
 
 
 class ShardCollection:
