@@ -126,3 +126,14 @@ def make_trainset(path, n=96, size=32, seed=0):
     frame.to_parquet(path / "labels.parquet")
     np.save(path / "cutouts.npy", images.astype(np.float16))
     return path
+
+
+class WritesAFile:
+    """Unpickling this creates the file ``path``: a stand-in for a checkpoint or model file
+    that would run code, for the tests that such files are refused unrun."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))

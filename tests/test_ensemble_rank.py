@@ -8,6 +8,8 @@ import pytest
 from astropy.table import Table
 from scipy.special import expit, logit
 
+from conftest import WritesAFile
+
 from lensfinder.cutouts.shards import ShardWriter
 from lensfinder.errors import LensfinderError
 from lensfinder.metrics import top_n_metrics
@@ -160,11 +162,7 @@ def test_the_meta_learner_round_trips_through_npz_and_a_pickle_is_refused_unrun(
     assert (loaded["model"].n_iter_, loaded["model"].loss_) == (model.n_iter_, model.loss_)
     marker = tmp_path / "the-payload-ran"
 
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    (tmp_path / "meta.pkl").write_bytes(pickle.dumps({"model": Payload(), "inputs": ["a", "b"]}))
+    (tmp_path / "meta.pkl").write_bytes(pickle.dumps({"model": WritesAFile(marker), "inputs": ["a", "b"]}))
     with pytest.raises(LensfinderError, match=r"meta.pkl cannot be read .* without pickle.*forcerun ensemble"):
         load_meta(tmp_path / "meta.pkl")
     assert not marker.exists()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_trainset
+from conftest import WritesAFile, make_trainset
 
 from lensfinder.cutouts.shards import ShardSet, ShardWriter
 from lensfinder.errors import LensfinderError
@@ -175,12 +175,8 @@ def test_a_checkpoint_holding_python_objects_is_refused_without_running_them(tmp
     (here: create a file) is refused, and the call never happens."""
     marker = tmp_path / "the-payload-ran"
 
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    torch.save({"format": "lensfinder-checkpoint-1", "model_spec": {}, "state_dict": {}, "x": Payload()},
-               tmp_path / "evil.pt")
+    evil = {"format": "lensfinder-checkpoint-1", "model_spec": {}, "state_dict": {}, "x": WritesAFile(marker)}
+    torch.save(evil, tmp_path / "evil.pt")
     with pytest.raises(LensfinderError, match=r"evil.pt holds Python objects.*could run code"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()

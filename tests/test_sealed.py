@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_MOCK, run_snakemake
+from conftest import TINY_MOCK, WritesAFile, run_snakemake
 
 from lensfinder.catalog.select import SelectionConfig
 from lensfinder.constants import BANDS, PIXSCALE
@@ -172,11 +172,8 @@ def test_catalogue_only_baseline_learns_colour_and_scores_every_object(tmp_path)
 
     marker = tmp_path / "the-payload-ran"
 
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"classifier": Payload(), "features": baseline.FEATURES}))
+    evil = {"classifier": WritesAFile(marker), "features": baseline.FEATURES}
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(evil))
     with pytest.raises(LensfinderError, match=r"evil.pkl is not a baseline model .*global io.open.*could run code"):
         baseline.score_baseline(tmp_path / "evil.pkl", [tmp_path / "objects.parquet"], tmp_path / "x.parquet")
     assert not marker.exists() and not (tmp_path / "x.parquet").exists()
